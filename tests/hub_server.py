@@ -406,9 +406,12 @@ class HubServer:
         self.store = store or HubStore()
         self.orgs = tuple(orgs)
         self.requests: List[Tuple[str, str]] = []
-        self._httpd = _Server(('127.0.0.1', port), _Handler)
+        # bind now so that the port (and so the endpoint) is known before the clients are imported; listen on start
+        self._httpd = _Server(('127.0.0.1', port), _Handler, bind_and_activate=False)
+        self._httpd.server_bind()
         self._httpd.hub = self
         self._thread: Optional[threading.Thread] = None
+        self._listening = False
 
     @property
     def port(self) -> int:
@@ -419,15 +422,24 @@ class HubServer:
         return f'http://127.0.0.1:{self.port}'
 
     def start(self) -> 'HubServer':
+        if not self._listening:
+            self._httpd.server_activate()
+            self._listening = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name='hub-server', daemon=True)
         self._thread.start()
         return self
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self):
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        """Stop serving and close the socket; the store is kept (pass it to a new server to restart)."""
         if self._thread is not None:
+            self._httpd.shutdown()
             self._thread.join(timeout=10)
+            self._thread = None
+        self._httpd.server_close()
 
     def __enter__(self):
         return self.start()
