@@ -1,0 +1,15 @@
+""" Video ReID data: datasets (MARS, PRID-2011, iLIDS-VID, generic tracklet folders, synthetic gait), clip sampling,
+identity-balanced batches and clip transforms. """
+from .base import DatasetError, Tracklet, VideoReIDDataset, natural_key, read_image, verify_images
+from .clip_dataset import (
+    CLIP_SAMPLING_MODES, ClipDataset, TestClipDataset, extract_embeddings, sample_train_indices, test_clip_indices,
+    tracklet_labels)
+from .dataset_factory import create_dataset, list_datasets
+from .folder import load_tracklet_folder
+from .ilidsvid import load_ilidsvid
+from .mars import MARS_GALLERY_MODES, load_mars
+from .prid2011 import load_prid2011
+from .samplers import PKBatchSampler
+from .splits import make_random_splits
+from .synthetic import make_synthetic_gait
+from .transforms import VideoTransform, create_video_transform, resolve_video_data_config

@@ -1,0 +1,155 @@
+""" Video ReID dataset base: tracklets, the dataset container, image reading and layout errors.
+
+A dataset is three lists of `Tracklet` (train, query, gallery). Train person ids are relabelled to 0..N-1 so they
+can index a classifier; query and gallery keep the dataset's own ids (MARS: -1 distractors, 0 junk) because the
+metrics only compare them for equality. Camera ids are 0-based for the published datasets.
+"""
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+from PIL import Image
+
+__all__ = [
+    'Tracklet', 'VideoReIDDataset', 'DatasetError', 'read_image', 'natural_key', 'list_images',
+    'IMG_EXTENSIONS', 'verify_images', 'relabel_tracklets',
+]
+
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.ppm', '.tif', '.tiff')
+
+_DIGITS = re.compile(r'(\d+)')
+
+
+class DatasetError(ValueError):
+    """ A dataset on disk does not match the layout a loader expects (missing folder, bad name, corrupt file). """
+
+
+class Tracklet(NamedTuple):
+    """ One tracklet: frame paths in temporal order, person id and camera id. """
+    paths: Tuple[str, ...]
+    pid: int
+    camid: int
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.paths)
+
+
+def natural_key(s: str):
+    """ Sort key that orders embedded numbers numerically ('f2' < 'f10'), so frames keep their temporal order. """
+    return [int(t) if t.isdigit() else t.lower() for t in _DIGITS.split(s)]
+
+
+def list_images(folder: str) -> List[str]:
+    """ Image files directly inside `folder`, in natural (numeric) order. Hidden files are ignored. """
+    names = [n for n in os.listdir(folder) if not n.startswith('.') and n.lower().endswith(IMG_EXTENSIONS)]
+    return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
+
+
+def read_image(path: str) -> Image.Image:
+    """ Read an RGB image; a missing or corrupt file raises `DatasetError` naming it. """
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: a truncated file fails here, not later inside a transform
+            return img.convert('RGB')
+    except FileNotFoundError:
+        raise DatasetError(f'Image file not found: {path}') from None
+    except Exception as e:  # PIL raises several unrelated types for broken files
+        raise DatasetError(f'Cannot read image file {path}: {type(e).__name__}: {e}') from e
+
+
+def verify_images(tracklets: Iterable[Tracklet]) -> int:
+    """ Open every frame of `tracklets` (slow on a full dataset); raises `DatasetError` on the first bad file.
+
+    Returns:
+        Number of frames checked.
+    """
+    n = 0
+    for t in tracklets:
+        for p in t.paths:
+            read_image(p)
+            n += 1
+    return n
+
+
+def relabel_tracklets(tracklets: Sequence[Tracklet]) -> Tuple[List[Tracklet], Dict[int, int]]:
+    """ Map the person ids of `tracklets` to 0..N-1 in sorted id order. """
+    pid2label = {pid: i for i, pid in enumerate(sorted({t.pid for t in tracklets}))}
+    return [t._replace(pid=pid2label[t.pid]) for t in tracklets], pid2label
+
+
+def warn_skipped(name: str, skipped: List[str], what: str = 'empty tracklets'):
+    if skipped:
+        shown = ', '.join(skipped[:5]) + (', ...' if len(skipped) > 5 else '')
+        warnings.warn(f'{name}: skipped {len(skipped)} {what} ({shown})', stacklevel=3)
+
+
+def require_dir(path: str, dataset: str, layout: str, url: Optional[str] = None):
+    """ Raise a `DatasetError` that shows the expected layout if `path` is not a folder. """
+    if not os.path.isdir(path):
+        msg = f'{dataset}: folder not found: {path}\nExpected layout:\n{layout}'
+        if url:
+            msg += f'\nThe dataset is published at {url}'
+        raise DatasetError(msg)
+
+
+def require_file(path: str, dataset: str, layout: str, url: Optional[str] = None):
+    if not os.path.isfile(path):
+        msg = f'{dataset}: file not found: {path}\nExpected layout:\n{layout}'
+        if url:
+            msg += f'\nThe dataset is published at {url}'
+        raise DatasetError(msg)
+
+
+@dataclass
+class VideoReIDDataset:
+    """ Train, query and gallery tracklets of one dataset (one split for PRID-2011 / iLIDS-VID).
+
+    Attributes:
+        name: Dataset name.
+        train: Training tracklets, person ids relabelled to 0..num_train_pids-1.
+        query: Query tracklets with the dataset's own person ids.
+        gallery: Gallery tracklets with the dataset's own person ids.
+        gallery_mode: How the gallery was built, printed with every result (e.g. 'test minus query (torchreid)').
+        split_id: Index of the random split used (PRID-2011, iLIDS-VID), else None.
+        num_skipped: Number of empty tracklets skipped while loading.
+    """
+    name: str
+    train: List[Tracklet]
+    query: List[Tracklet]
+    gallery: List[Tracklet]
+    gallery_mode: str = 'separate query and gallery'
+    split_id: Optional[int] = None
+    num_skipped: int = 0
+    extra: Dict = field(default_factory=dict)
+
+    @property
+    def num_train_pids(self) -> int:
+        return len({t.pid for t in self.train})
+
+    @property
+    def num_train_cams(self) -> int:
+        return len({t.camid for t in self.train})
+
+    @staticmethod
+    def _stats(tracklets: Sequence[Tracklet]) -> Tuple[int, int, int]:
+        return len({t.pid for t in tracklets}), len(tracklets), sum(len(t.paths) for t in tracklets)
+
+    def stats(self) -> Dict[str, Tuple[int, int, int]]:
+        """ (identities, tracklets, frames) for each subset. """
+        return {k: self._stats(getattr(self, k)) for k in ('train', 'query', 'gallery')}
+
+    def summary(self) -> str:
+        lines = [f'{self.name}' + (f' (split {self.split_id})' if self.split_id is not None else '')]
+        lines.append(f'  {"subset":8s} | {"# ids":>6s} | {"# tracklets":>11s} | {"# frames":>9s}')
+        for k, (i, t, f) in self.stats().items():
+            lines.append(f'  {k:8s} | {i:6d} | {t:11d} | {f:9d}')
+        lines.append(f'  gallery: {self.gallery_mode}')
+        if self.num_skipped:
+            lines.append(f'  skipped empty tracklets: {self.num_skipped}')
+        return '\n'.join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()

@@ -1,0 +1,221 @@
+""" Clip sampling and DataLoader-ready datasets over tracklets.
+
+Training (`ClipDataset`): each access draws one clip of T frames from a tracklet, either T consecutive frames from
+a random start (the paper: "we sample T adjacent frames from each video sequence") or one random frame in each of
+T equal segments (TSN-style, covering the whole tracklet). Test (`TestClipDataset`): the paper's protocol, every
+tracklet of length L gives floor(L/T) consecutive, non-overlapping clips (a tracklet shorter than T is looped to
+T frames); `extract_embeddings` averages the clip embeddings of each tracklet.
+"""
+import random
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .base import Tracklet, read_image
+from .transforms import create_video_transform
+
+__all__ = [
+    'sample_train_indices', 'test_clip_indices', 'ClipDataset', 'TestClipDataset', 'extract_embeddings',
+    'tracklet_labels', 'CLIP_SAMPLING_MODES',
+]
+
+CLIP_SAMPLING_MODES = ('consecutive', 'segments')
+
+
+def _loop(length: int, num_frames: int) -> List[int]:
+    return [i % length for i in range(num_frames)]
+
+
+def sample_train_indices(
+        length: int,
+        num_frames: int,
+        mode: str = 'consecutive',
+        rng: Optional[random.Random] = None,
+) -> List[int]:
+    """ Frame indices of one training clip.
+
+    Args:
+        length: Number of frames in the tracklet.
+        num_frames: Clip length T.
+        mode: 'consecutive' (T adjacent frames, random start) or 'segments' (one random frame in each of T
+            equal segments; indices stay in temporal order, repeating frames when L < T).
+        rng: Random generator (default: the `random` module, which DataLoader seeds per worker).
+    """
+    if length < 1:
+        raise ValueError('cannot sample a clip from an empty tracklet')
+    rng = rng or random
+    if mode == 'consecutive':
+        if length < num_frames:
+            return _loop(length, num_frames)
+        start = rng.randint(0, length - num_frames)
+        return list(range(start, start + num_frames))
+    if mode == 'segments':
+        out = []
+        for i in range(num_frames):
+            lo = (i * length) // num_frames
+            hi = max(lo + 1, ((i + 1) * length) // num_frames)
+            out.append(rng.randrange(lo, hi))
+        return out
+    raise ValueError(f'mode must be one of {CLIP_SAMPLING_MODES}, got {mode!r}')
+
+
+def test_clip_indices(length: int, num_frames: int, max_clips: Optional[int] = None) -> List[List[int]]:
+    """ Frame indices of all test clips of a tracklet: floor(L/T) consecutive clips, or one looped clip if L < T.
+
+    Args:
+        length: Number of frames in the tracklet.
+        num_frames: Clip length T.
+        max_clips: Keep at most this many clips, evenly spread over the tracklet (None: all, the paper's protocol).
+    """
+    if length < 1:
+        raise ValueError('cannot sample clips from an empty tracklet')
+    if length < num_frames:
+        return [_loop(length, num_frames)]
+    n = length // num_frames
+    starts = [i * num_frames for i in range(n)]
+    if max_clips is not None and n > max_clips:
+        starts = [starts[int(j)] for j in np.linspace(0, n - 1, max_clips).round()]
+    return [list(range(s, s + num_frames)) for s in starts]
+
+
+def tracklet_labels(tracklets: Sequence[Tracklet]) -> Tuple[np.ndarray, np.ndarray]:
+    """ (pids, camids) arrays of `tracklets`, in order, for `m3d_zoo.eval.evaluate_rank`. """
+    return (np.array([t.pid for t in tracklets], dtype=np.int64),
+            np.array([t.camid for t in tracklets], dtype=np.int64))
+
+
+def _load_clip(tracklet: Tracklet, idxs: Sequence[int], transform: Callable):
+    frames = [read_image(tracklet.paths[i]) for i in idxs]
+    return transform(frames)
+
+
+class ClipDataset(Dataset):
+    """ Training dataset: item i is one random clip of tracklet i, as (clip (3, T, H, W), pid, camid).
+
+    Args:
+        tracklets: e.g. `dataset.train` (pids already relabelled to 0..N-1).
+        num_frames: Clip length T.
+        sampling: 'consecutive' (paper) or 'segments'.
+        transform: Clip transform (list of PIL images -> tensor); default: eval transform at 256x128.
+    """
+
+    def __init__(
+            self,
+            tracklets: Sequence[Tracklet],
+            num_frames: int = 8,
+            sampling: str = 'consecutive',
+            transform: Optional[Callable] = None,
+    ):
+        if sampling not in CLIP_SAMPLING_MODES:
+            raise ValueError(f'sampling must be one of {CLIP_SAMPLING_MODES}, got {sampling!r}')
+        self.tracklets = list(tracklets)
+        self.num_frames = num_frames
+        self.sampling = sampling
+        self.transform = transform or create_video_transform()
+
+    @property
+    def pids(self) -> List[int]:
+        return [t.pid for t in self.tracklets]
+
+    def __len__(self) -> int:
+        return len(self.tracklets)
+
+    def __getitem__(self, index: int):
+        t = self.tracklets[index]
+        idxs = sample_train_indices(len(t.paths), self.num_frames, self.sampling)
+        return _load_clip(t, idxs, self.transform), t.pid, t.camid
+
+
+class TestClipDataset(Dataset):
+    """ Test dataset: every clip of every tracklet, as (clip (3, T, H, W), tracklet index).
+
+    Clips of one tracklet are contiguous items, in temporal order. `extract_embeddings` averages them back into
+    one embedding per tracklet.
+
+    Args:
+        tracklets: e.g. `dataset.query` or `dataset.gallery`.
+        num_frames: Clip length T.
+        transform: Clip transform; default: eval transform at 256x128.
+        max_clips: Cap on clips per tracklet (None: all floor(L/T), the paper's protocol).
+    """
+
+    def __init__(
+            self,
+            tracklets: Sequence[Tracklet],
+            num_frames: int = 8,
+            transform: Optional[Callable] = None,
+            max_clips: Optional[int] = None,
+    ):
+        self.tracklets = list(tracklets)
+        self.num_frames = num_frames
+        self.transform = transform or create_video_transform()
+        self.items: List[Tuple[int, List[int]]] = [
+            (ti, idxs) for ti, t in enumerate(self.tracklets)
+            for idxs in test_clip_indices(len(t.paths), num_frames, max_clips)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        ti, idxs = self.items[index]
+        return _load_clip(self.tracklets[ti], idxs, self.transform), ti
+
+
+@torch.no_grad()
+def extract_embeddings(
+        model: Callable[[torch.Tensor], torch.Tensor],
+        dataset: TestClipDataset,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        device: Optional[torch.device] = None,
+        amp_dtype: Optional[torch.dtype] = None,
+        pin_memory: bool = False,
+) -> torch.Tensor:
+    """ One embedding per tracklet: the mean of its clip embeddings.
+
+    Args:
+        model: Callable mapping a batch (B, 3, T, H, W) to embeddings (B, D); an `nn.Module` is put in eval mode
+            for the call and restored afterwards.
+        dataset: A `TestClipDataset`.
+        batch_size: Clips per forward pass.
+        num_workers: DataLoader workers.
+        device: Where to run the model (default: the model's parameters' device, else CPU).
+        amp_dtype: Autocast dtype (e.g. torch.bfloat16), None for full precision.
+        pin_memory: Pin host memory of the batches.
+
+    Returns:
+        Float32 CPU tensor (num_tracklets, D), rows in the order of `dataset.tracklets`.
+    """
+    if device is None:
+        param = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+        device = param.device if param is not None else torch.device('cpu')
+    device = torch.device(device)
+    was_training = isinstance(model, torch.nn.Module) and model.training
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory)
+    n = len(dataset.tracklets)
+    sums = None
+    counts = torch.zeros(n, dtype=torch.float64)
+    try:
+        for clips, tidx in loader:
+            clips = clips.to(device, non_blocking=pin_memory)
+            if amp_dtype is not None:
+                with torch.autocast(device_type=device.type, dtype=amp_dtype):
+                    emb = model(clips)
+            else:
+                emb = model(clips)
+            emb = emb.detach().float().cpu().double()  # float64 sums: thousands of clips per tracklet stay exact
+            if sums is None:
+                sums = torch.zeros(n, emb.shape[1], dtype=torch.float64)
+            sums.index_add_(0, tidx, emb)
+            counts.index_add_(0, tidx, torch.ones(len(tidx), dtype=torch.float64))
+    finally:
+        if was_training:
+            model.train()
+    if sums is None:
+        raise ValueError('the test dataset has no clips')
+    return (sums / counts.clamp_min(1).unsqueeze(1)).float()
