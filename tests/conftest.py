@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+pytest_plugins = ['pytester']  # test_hub_server.py runs the loopback guard on a failing test
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hub_server import HubServer  # noqa: E402
 
@@ -69,16 +71,25 @@ def check_loopback_endpoint():
 
 @pytest.fixture(autouse=True)
 def _hub_loopback_guard():
-    """Fail any test whose Hub endpoint is not loopback, before it runs and after (a test may have changed it)."""
+    """Fail any test whose Hub endpoint is not loopback when it starts."""
     try:
         check_loopback_endpoint()
     except AssertionError as e:
         pytest.fail(str(e), pytrace=False)
-    yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Fail any test that changed the Hub endpoint away from loopback while it ran.
+
+    A hook, not the guard fixture's teardown: fixtures such as monkeypatch undo the change before that teardown.
+    """
+    result = yield
     try:
         check_loopback_endpoint()
     except AssertionError as e:
         pytest.fail(str(e), pytrace=False)
+    return result
 
 
 @pytest.fixture(scope='session')
