@@ -1,0 +1,148 @@
+""" Temporal building blocks of the video ResNets.
+
+Every temporal operator here is added to a pretrained 2D ResNet without changing what that network computes at
+initialisation: residual temporal kernels start at zero, series kernels start as the identity (a centred Dirac).
+None of them is followed by BatchNorm or ReLU. The authors' released code put BN + ReLU after each zero-initialised
+temporal conv; the branch then outputs exactly 0, ReLU passes no gradient at 0, and it never leaves zero (DESIGN §3).
+A bare zero conv keeps the identity and still receives a gradient on the first step (dL/dW = dL/dy * x, x != 0).
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['TemporalConv', 'MultiScaleTemporal', 'TemporalPool', 'eq6_branches']
+
+
+def eq6_branches(num_frames: int) -> int:
+    """Number of temporal kernels of an M3D layer by the paper's Eq. 6, n = floor((T - 1) / 2), at least 1."""
+    return max(1, (num_frames - 1) // 2)
+
+
+class TemporalConv(nn.Conv3d):
+    """A (k, 1, 1) temporal convolution with full channel mixing, padded to keep (or stride) the clip length.
+
+    Args:
+        in_chs: Input channels.
+        out_chs: Output channels.
+        kernel_size: Temporal kernel size (odd).
+        stride: Temporal stride; a spatial stride may be given as a (t, h, w) tuple (P3D-B's parallel branch).
+        dilation: Temporal dilation.
+        init: 'zero' (residual branch) or 'dirac' (series branch, identity at the centre tap).
+    """
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            kernel_size: int = 3,
+            stride=1,
+            dilation: int = 1,
+            init: str = 'zero',
+    ):
+        stride = (stride, 1, 1) if isinstance(stride, int) else tuple(stride)
+        pad = dilation * (kernel_size - 1) // 2
+        super().__init__(
+            in_chs, out_chs, (kernel_size, 1, 1), stride=stride, padding=(pad, 0, 0), dilation=(dilation, 1, 1),
+            bias=False)
+        self.init = init
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if not hasattr(self, 'init'):
+            return  # called from nn.Conv3d.__init__ before self.init exists
+        nn.init.zeros_(self.weight)
+        if self.init == 'dirac':
+            if self.in_channels != self.out_channels:
+                raise ValueError('A series (dirac) temporal conv needs in_chs == out_chs.')
+            centre = self.kernel_size[0] // 2
+            with torch.no_grad():
+                self.weight[:, :, centre, 0, 0].copy_(torch.eye(self.out_channels))
+        elif self.init != 'zero':
+            raise ValueError(f"Unknown temporal init '{self.init}', expected 'zero' or 'dirac'.")
+
+
+class TemporalPool(nn.Module):
+    """Temporal average pooling by `stride` (the 2D path and shortcut of a temporally strided block)."""
+
+    def __init__(self, stride: int = 2):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool3d(x, (self.stride, 1, 1), (self.stride, 1, 1))
+
+
+class MultiScaleTemporal(nn.Module):
+    """The temporal part of an M3D layer (Eq. 4-5): y = S(x) + sum_i T_i(S(x)), T_i a (3, 1, 1) conv of dilation i.
+
+    The module takes S(x), the spatial conv's output (after its BN and ReLU), and returns y. With `stride` 2 the
+    2D path is temporally average-pooled and the temporal kernels are strided. With n = 1 this is P3D-C.
+
+    `fuse()` replaces the n dilated kernels by the single (2n+1, 1, 1) kernel they sum to (same output, one conv).
+
+    Args:
+        chs: Channels of S(x).
+        num_branches: n, the number of dilated temporal kernels (dilations 1..n).
+        stride: Temporal stride.
+    """
+
+    def __init__(self, chs: int, num_branches: int = 1, stride: int = 1):
+        super().__init__()
+        if num_branches < 1:
+            raise ValueError(f'An M3D layer needs at least one temporal kernel, got num_branches={num_branches}.')
+        self.num_branches = num_branches
+        self.stride = stride
+        self.branches = nn.ModuleList([
+            TemporalConv(chs, chs, 3, stride=stride, dilation=i + 1) for i in range(num_branches)])
+        self.pool = TemporalPool(stride) if stride > 1 else nn.Identity()
+        self.fused: Optional[TemporalConv] = None
+
+    @torch.no_grad()
+    def fused_weight(self) -> torch.Tensor:
+        """The (C, C, 2n+1, 1, 1) kernel equal to the sum of the n dilated (3, 1, 1) kernels."""
+        n = self.num_branches
+        w0 = self.branches[0].weight
+        weight = w0.new_zeros(w0.shape[0], w0.shape[1], 2 * n + 1, 1, 1)
+        for i, conv in enumerate(self.branches):
+            d = i + 1
+            for a in (-1, 0, 1):  # Eq. 5: taps at t + a * d
+                weight[:, :, n + a * d] += conv.weight[:, :, a + 1]
+        return weight
+
+    @torch.no_grad()
+    def fuse(self) -> 'MultiScaleTemporal':
+        """Merge the dilated kernels into one conv for inference; training after fusing is not supported."""
+        if self.fused is None:
+            w = self.fused_weight()
+            self.fused = TemporalConv(w.shape[1], w.shape[0], w.shape[2], stride=self.stride).to(w)
+            self.fused.weight.copy_(w)
+            del self.branches
+            self.branches = nn.ModuleList()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.pool(x)
+        if self.fused is not None:
+            return out + self.fused(x)
+        for conv in self.branches:
+            out = out + conv(x)
+        return out
+
+
+def resolve_branches(
+        m3d_branches: Optional[Sequence[int]],
+        layer_frames: Sequence[int],
+) -> Tuple[int, ...]:
+    """Branches per M3D layer: explicit values, or Eq. 6 on the clip length entering each layer."""
+    if m3d_branches is None:
+        return tuple(eq6_branches(t) for t in layer_frames)
+    if isinstance(m3d_branches, int):
+        return (m3d_branches,) * len(layer_frames)
+    m3d_branches = tuple(int(n) for n in m3d_branches)
+    if len(m3d_branches) != len(layer_frames):
+        raise ValueError(
+            f'm3d_branches needs one value per M3D layer ({len(layer_frames)}: stem and stages 1-4), '
+            f'got {m3d_branches}.')
+    return m3d_branches

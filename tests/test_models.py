@@ -1,0 +1,193 @@
+""" Every registered model: forward, backward, embedding mode, gradient checkpointing, timm's contract. """
+import math
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+import m3d_zoo
+
+ALL_MODELS = m3d_zoo.list_models()
+# Small clips: B=2 because training-mode BatchNorm1d needs two samples per channel; 32x16 pixels.
+CLIP = (2, 3, 8, 32, 16)
+
+
+def _clip(shape=CLIP, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_registry_lists_every_family_and_depth():
+    families = ['c2d', 'i3d', 'p3d_a', 'p3d_b', 'p3d_c', 'm3d', 'm3d_ral', 'm3d_ral_s', 'm3d_ral_t', 'm3d_ral_c']
+    expected = {f'{f}_resnet{d}' for f in families for d in (18, 34, 50, 101)}
+    expected |= {'two_stream_m3d', 'two_stream_m3d_resnet18', 'two_stream_m3d_resnet34', 'two_stream_m3d_resnet101'}
+    assert set(ALL_MODELS) == expected
+    assert m3d_zoo.is_model('m3d_resnet50') and m3d_zoo.is_model('m3d_resnet50.a1_in1k')
+    assert not m3d_zoo.is_model('resnet50')  # timm's, not the zoo's
+    assert 'two_stream_m3d.tv_in1k' in m3d_zoo.list_pretrained()
+    assert set(m3d_zoo.list_pretrained('m3d_resnet50')) == {'m3d_resnet50.tv_in1k', 'm3d_resnet50.a1_in1k'}
+
+
+@pytest.mark.parametrize('name', ALL_MODELS)
+def test_model_forward_backward_embedding_checkpointing(name):
+    torch.manual_seed(0)
+    model = m3d_zoo.create_model(name, num_classes=7)
+    x = _clip()
+    # forward: logits, finite
+    out = model(x)
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    # backward: every trainable parameter is in the graph and gets a finite gradient
+    out.sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad, f'parameters without gradient: {no_grad[:5]}'
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # gradient checkpointing recomputes the same function (eval mode: BN statistics are not updated twice)
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+    model.set_grad_checkpointing(True)
+    xg = x.clone().requires_grad_(True)
+    ckpt = model(xg)
+    ckpt.sum().backward()
+    assert xg.grad is not None
+    torch.testing.assert_close(ckpt.detach(), ref, rtol=1e-5, atol=1e-5)
+    model.set_grad_checkpointing(False)
+    # reset_classifier(0): the model returns the embedding, equal to forward_head(pre_logits=True)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        pre = model.forward_head(feats, pre_logits=True)
+        model.reset_classifier(0)
+        emb = model(x)
+    assert model.num_classes == 0 and emb.shape == (2, model.head_hidden_size)
+    torch.testing.assert_close(emb, pre)
+    assert feats.ndim == 5 and feats.shape[1] == model.num_features
+
+
+def test_timm_contract_and_registry_integration():
+    model = timm.create_model('m3d_resnet18', num_classes=5)  # the zoo's models are timm models
+    assert isinstance(model, m3d_zoo.VideoResNet)
+    assert model.pretrained_cfg['architecture'] == 'm3d_resnet18'
+    assert model.pretrained_cfg['hf_hub_id'] == 'timm/resnet18.tv_in1k'  # the paper's torchvision weights
+    assert model.pretrained_cfg['input_size'] == (3, 256, 128)
+    assert m3d_zoo.create_model('m3d_resnet50.a1_in1k').pretrained_cfg['hf_hub_id'] == 'timm/resnet50.a1_in1k'
+    assert model.get_classifier().out_features == 5
+    model.reset_classifier(11)
+    assert model.get_classifier().out_features == 11 and model.num_classes == 11
+    assert model.model_args['num_frames'] == 8
+
+
+def test_no_timm_model_is_shadowed():
+    import subprocess
+    import sys
+    code = (
+        'import timm; before = set(timm.list_models()); import m3d_zoo; after = set(timm.list_models()); '
+        'zoo = set(m3d_zoo.list_models()); assert before.isdisjoint(zoo), before & zoo; '
+        'assert after == before | zoo; '
+        'm = timm.create_model("resnet50"); assert type(m).__module__ == "timm.models.resnet", type(m); print("ok")'
+    )
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and 'ok' in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize('name', ['m3d_ral_resnet18', 'two_stream_m3d_resnet18'])
+def test_group_matcher_puts_head_last(name):
+    from timm.models import group_parameters
+    model = m3d_zoo.create_model(name)
+    groups = group_parameters(model, model.group_matcher())
+    named = dict(model.named_parameters())
+    assert sum(len(g) for g in groups.values()) == len(named)
+    last = groups[max(groups)]
+    head = {n for n in named if '.head.' in f'.{n}'}
+    assert set(last) == head, 'the last group must be exactly the ReID head (for a 10x head learning rate)'
+    coarse = group_parameters(model, model.group_matcher(coarse=True))
+    assert len(coarse) == 6  # stem, 4 stages (RAL with its stage), head
+
+
+@pytest.mark.parametrize('name', ['m3d_resnet18', 'm3d_ral_resnet18', 'i3d_resnet18', 'two_stream_m3d_resnet18'])
+def test_channels_last_3d(name):
+    model = m3d_zoo.create_model(name, num_classes=0).eval()
+    x = _clip()
+    with torch.no_grad():
+        ref = model(x)
+        model = model.to(memory_format=torch.channels_last_3d)
+        out = model(x.to(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('name', ['m3d_ral_resnet18', 'two_stream_m3d_resnet18'])
+def test_torch_compile_traces_without_graph_breaks(name):
+    model = m3d_zoo.create_model(name, num_classes=0).eval()
+    x = _clip()
+    with torch.no_grad():
+        ref = model(x)
+        # fullgraph: a graph break anywhere in the model is an error; aot_eager runs AOTAutograd's traced graph.
+        compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
+        out = compiled(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('name', ['m3d_resnet18', 'm3d_ral_resnet18', 'p3d_c_resnet18', 'two_stream_m3d_resnet18'])
+def test_fuse_matches_unfused(name):
+    torch.manual_seed(0)
+    model = m3d_zoo.create_model(name, num_classes=0, m3d_branches=None if 'p3d' in name else (3, 3, 3, 2, 1)).eval()
+    for n, p in model.named_parameters():
+        if 'temporal' in n:  # the zero-initialised kernels would make any fusion look right
+            torch.nn.init.normal_(p, std=0.05)
+    x = _clip()
+    with torch.no_grad():
+        ref = model(x)
+        model.fuse()
+        out = model(x)
+    assert not any('branches.1' in n for n, _ in model.named_parameters())
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_paper_head_and_drop_rate():
+    model = m3d_zoo.create_model('m3d_resnet18', head='paper', embed_dim=128, num_classes=625)
+    assert model.head_hidden_size == 128 and model.head.drop.p == 0.5
+    out = model.forward_train(_clip())
+    assert out['logits'].shape == (2, 625) and out['emb'].shape == (2, 128)
+    bn = m3d_zoo.create_model('m3d_resnet18', drop_rate=0.2)
+    assert bn.head.drop.p == 0.2 and bn.head_hidden_size == 512
+
+
+def test_two_stream_forward_train_gives_each_stream_a_loss():
+    model = m3d_zoo.create_model('two_stream_m3d_resnet18', num_classes=4)
+    out = model.forward_train(_clip())
+    assert len(out['logits']) == 2 and all(lg.shape == (2, 4) for lg in out['logits'])
+    assert out['emb'].shape == (2, 1024)
+
+
+@pytest.mark.parametrize('name,size,paper', [
+    ('c2d_resnet50', 95.62, 95.7),
+    ('i3d_resnet50', 186.23, 186.3),
+    ('p3d_a_resnet50', 110.82, 110.9),
+    ('p3d_b_resnet50', 110.77, 110.9),
+    ('p3d_c_resnet50', 110.82, 110.9),
+])
+def test_paper_sizes(name, size, paper):
+    assert abs(m3d_zoo.paper_size_mb(name) - size) < 0.15
+
+
+def test_paper_size_m3d():
+    assert abs(m3d_zoo.paper_size_mb('m3d_resnet50', m3d_branches=(3, 3, 3, 2, 1)) - 101.25) < 0.15
+    assert abs(m3d_zoo.paper_size_mb('m3d_resnet50', m3d_branches=1) - 99.86) < 0.15
+
+
+def test_m3d_branches_follow_eq6():
+    # T entering the stem and stages 1-4 is 8, 8, 8, 4, 2 with the default strides: n = 3, 3, 3, 1, 1.
+    assert m3d_zoo.create_model('m3d_resnet18').m3d_branches == (3, 3, 3, 1, 1)
+    assert m3d_zoo.create_model('m3d_resnet18', temporal_strides=1).m3d_branches == (3, 3, 3, 3, 3)
+    assert m3d_zoo.create_model('m3d_resnet18', num_frames=16).m3d_branches == (7, 7, 7, 3, 1)
+    model = m3d_zoo.create_model('m3d_resnet18', m3d_branches=(3, 3, 3, 2, 1))
+    assert len(model.layer3[0].temporal.branches) == 2 and len(model.layer4[0].temporal.branches) == 1
+    assert [c.dilation[0] for c in model.stem_temporal.branches] == [1, 2, 3]
+
+
+def test_temporal_downsampling_schedule():
+    x = _clip((2, 3, 16, 32, 16))
+    model = m3d_zoo.create_model('m3d_resnet18', num_classes=0).eval()
+    assert model.forward_features(x).shape[2] == 2  # 16 / 8
+    keep = m3d_zoo.create_model('m3d_resnet18', num_classes=0, temporal_strides=(1, 1, 1, 1)).eval()
+    assert keep.forward_features(x).shape[2] == 16
+    assert math.prod(model.temporal_strides) == model.min_frames == 8
