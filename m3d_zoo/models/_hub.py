@@ -412,17 +412,19 @@ def _split_revision(model_id: str) -> Tuple[str, Optional[str]]:
 
 
 def _known_architecture(architecture: str, what: str):
-    import timm
-    import m3d_zoo  # noqa: F401  (registers the zoo's models with timm)
-    if architecture and timm.is_model(architecture):
+    """Raise `UnknownArchitectureError` unless the zoo's registry has the architecture."""
+    try:
+        from ._factory import is_model, list_models
+    except ImportError:  # the zoo's factory unavailable: fall back to timm's registry
+        import timm
+        is_model, list_models = timm.is_model, None
+    if isinstance(architecture, str) and architecture and is_model(architecture):
         return
-    zoo = getattr(m3d_zoo, 'list_models', None)
-    names = sorted(zoo()) if callable(zoo) else []
-    hint = f' m3d_zoo {__version__} has: {", ".join(names)}.' if names else ''
+    hint = f' It has: {", ".join(sorted(list_models()))}.' if list_models is not None else ''
     raise UnknownArchitectureError(
-        f"{what}: architecture '{architecture}' in {CONFIG_NAME} is not a model this m3d_zoo {__version__} (or "
-        f"timm) knows.{hint} If the repo was saved by a newer m3d_zoo, upgrade it (pip install -U m3d_zoo)."
-    )
+        f"{what}: architecture {architecture!r} in {CONFIG_NAME} is not a model this m3d_zoo {__version__} knows."
+        f"{hint} If the repo was saved by a newer m3d_zoo, upgrade it (pip install -U m3d_zoo); if it is not an "
+        f"m3d_zoo model, load it with the library that made it (e.g. timm.create_model).")
 
 
 def create_model_from_source(
