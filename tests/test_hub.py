@@ -300,3 +300,9 @@ def test_reload_offline_in_fresh_subprocess_after_server_stopped(monkeypatch, tm
                                                     env.get('PYTHONPATH')) if p)
     proc = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and 'OFFLINE-RELOAD-OK' in proc.stdout, proc.stderr[-3000:]
+
+
+def test_error_overridden_args_do_not_fit_weights(small_saved):
+    folder, _ = small_saved
+    with pytest.raises(Exception, match=r"do not fit c2d_resnet18 built with the overridden arguments \['embed_dim'"):
+        m3d_zoo.create_model(f'local-dir:{folder}', pretrained=True, head='paper', embed_dim=32)

@@ -496,13 +496,14 @@ def create_model_from_source(
                               revision=commit)
         verify_weights(weights_path, weights.get('sha256'), weights.get('size'), what=what)
         state_dict = load_weights(weights_path, what=what)
-        result = model.load_state_dict(state_dict, strict=False)
-        if result.missing_keys or result.unexpected_keys:
+        try:
+            model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as e:  # missing, unexpected or differently shaped tensors
             overridden = sorted(k for k in kwargs if saved_args.get(k) != kwargs[k])
             raise HubError(
                 f'{what}: the weights do not fit {architecture} built with '
                 f'{"the overridden arguments " + str(overridden) if overridden else "its saved model_args"}: '
-                f'missing keys {result.missing_keys[:10]}, unexpected keys {result.unexpected_keys[:10]}.')
+                f'{str(e)[:2000]}') from e
         if num_classes is not None and num_classes != model.num_classes:
             model.reset_classifier(num_classes)
             if isinstance(getattr(model, 'model_args', None), dict):

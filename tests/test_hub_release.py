@@ -1,0 +1,105 @@
+"""hub/release.py turns a training checkpoint + results into a Hub repo; registry tags only name released weights."""
+import argparse
+import importlib.util
+import json
+import os
+
+import pytest
+import timm
+import torch
+from huggingface_hub import HfApi
+
+import m3d_zoo
+from m3d_zoo.models._hub import HF_ORG, README_NAME, RELEASED_WEIGHTS, released_pretrained_cfgs
+
+_RELEASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'hub', 'release.py')
+
+
+@pytest.fixture(scope='module')
+def release():
+    spec = importlib.util.spec_from_file_location('m3d_zoo_hub_release', _RELEASE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _trained(num_frames=4):
+    model = m3d_zoo.create_model('m3d_resnet18', num_frames=num_frames, temporal_strides=(1, 2, 2, 1),
+                                 num_classes=6)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=g) * 0.2 + (0.5 if 'running_var' in name else -0.1))
+    return model.eval()
+
+
+def test_release_checkpoint_with_results_and_push(release, hub_server, hub_repo_id, tmp_path):
+    model = _trained()
+    ckpt = tmp_path / 'last.pth'
+    # a DDP training checkpoint: prefixed keys, optimizer state, plain values
+    torch.save({'arch': 'm3d_resnet18', 'model_args': dict(model.model_args), 'epoch': 12,
+                'state_dict': {f'module.{k}': v for k, v in model.state_dict().items()},
+                'optimizer': {'state': {}, 'param_groups': [{'lr': 0.1}]}}, ckpt)
+    results = tmp_path / 'eval.json'
+    results.write_text(json.dumps({'mAP': 0.7406, 'rank1': 0.8439, 'rank5': 0.9312, 'rank10': 0.9545,
+                                   'ap_mode': 'standard', 'gallery_mode': 'test_minus_query',
+                                   'metric': 'euclidean'}))
+    out = tmp_path / 'release'
+    rc = release.main(['--checkpoint', str(ckpt), '--results', str(results), '--dataset', 'MARS',
+                       '--repo-id', hub_repo_id, '--output-dir', str(out), '--source-weights', 'timm/resnet18.tv_in1k',
+                       '--training', '{"epochs": 12, "loss": "softmax + triplet"}', '--push', '--tag', 'v1.0'])
+    assert rc == 0
+    assert sorted(HfApi().list_repo_files(hub_repo_id)) == ['.gitattributes', README_NAME, 'config.json',
+                                                           'model.safetensors']
+    readme = (out / README_NAME).read_text()
+    for text in ('| Dataset | mAP (%) | Rank-1 (%) | Rank-5 (%) | Rank-10 (%) |', '| MARS | 74.1 | 84.4 | 93.1 | 95.5 |',
+                 'non-interpolated AP', 'gallery: test_minus_query', 'Trained on MARS', '**epochs:** 12',
+                 'timm/resnet18.tv_in1k', 'surveillance technology'):
+        assert text in readme, text
+    loaded = m3d_zoo.create_model(f'hf-hub:{hub_repo_id}@v1.0', pretrained=True).eval()
+    x = torch.randn(1, 3, 4, 64, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_release_results_over_splits_and_safetensors_checkpoint(release, tmp_path):
+    from safetensors.torch import save_file
+    model = _trained(num_frames=8)
+    ckpt = tmp_path / 'model.safetensors'
+    save_file(model.state_dict(), str(ckpt), metadata={
+        'architecture': 'm3d_resnet18', 'model_args': json.dumps(model.model_args)})
+    results = tmp_path / 'eval.json'
+    split = {'mAP': 0.8, 'mAP_std': 0.021, 'rank1': 0.9, 'rank1_std': 0.03, 'ap_mode': 'trapezoid',
+             'num_splits': 10}
+    results.write_text(json.dumps({'iLIDS-VID': split, 'PRID-2011': split}))
+    folder, repo_id = release.build_release(str(ckpt), str(results), str(tmp_path / 'out'), drop_classifier=True)
+    assert repo_id == f'{HF_ORG}/m3d_resnet18'
+    readme = (folder / README_NAME).read_text()
+    assert '| iLIDS-VID | 80.0 ± 2.1 | 90.0 ± 3.0 |' in readme and 'mean ± std over 10 random splits' in readme
+    assert json.loads((folder / 'config.json').read_text())['num_classes'] == 0
+    assert 'NOTE' in release.registry_entry(repo_id, folder)  # non-default strides: no registry tag
+
+
+def test_release_refuses_pickled_objects_and_misfit_weights(release, tmp_path):
+    model = _trained()
+    bad = tmp_path / 'pickled.pth'
+    torch.save({'state_dict': model.state_dict(), 'args': argparse.Namespace(lr=0.1)}, bad)
+    with pytest.raises(ValueError, match='weights_only=True'):
+        release.load_training_checkpoint(str(bad))
+    ckpt = tmp_path / 'ok.pth'
+    torch.save(model.state_dict(), ckpt)
+    with pytest.raises(ValueError, match='does not fit m3d_resnet18'):
+        release.build_release(str(ckpt), None, str(tmp_path / 'out'), model='m3d_resnet18')  # default args differ
+
+
+def test_registry_tags_for_reid_weights_point_at_released_weights_only():
+    """A pretrained tag may point at the project's organisation only if those weights were released."""
+    for name in m3d_zoo.list_pretrained():
+        hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id or ''
+        if hub_id.startswith(f'{HF_ORG}/'):
+            assert name in RELEASED_WEIGHTS, f'{name} -> {hub_id}: no such release in RELEASED_WEIGHTS'
+    for name, cfg in RELEASED_WEIGHTS.items():
+        arch = name.split('.')[0]
+        assert m3d_zoo.is_model(arch), name
+        assert released_pretrained_cfgs(arch)[name]['hf_hub_id'].startswith(f'{HF_ORG}/')
