@@ -64,7 +64,8 @@ _OFFLINE_HELP = (
     'To work offline: run once with network access so the files land in the Hugging Face cache (HF_HOME), after '
     'which HF_HUB_OFFLINE=1 reuses them; or load a local copy with '
     "create_model('local-dir:/path/to/folder', pretrained=True) (a folder written by m3d_zoo.save_pretrained "
-    'or downloaded with `hf download`); or, for the ImageNet weights that pretrained=True inflates, pass '
+    'or downloaded with `hf download`); or, for the ImageNet weights that pretrained=True inflates, pass the 2D '
+    "ResNet's file: m3d_zoo.create_model(name, pretrained_file='/path/to/model.safetensors') or "
     "pretrained_cfg_overlay=dict(file='/path/to/model.safetensors'). To go online: unset HF_HUB_OFFLINE (or set "
     'HF_HUB_OFFLINE=0) and check the network and HF_ENDPOINT.'
 )
