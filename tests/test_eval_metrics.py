@@ -1,0 +1,159 @@
+""" CMC / mAP: hand-computed cases, agreement with a plain per-query loop, chunking, junk, ties, aggregation. """
+import numpy as np
+import pytest
+import torch
+
+from m3d_zoo.eval import (
+    FeatureDistance, aggregate_results, evaluate_embeddings, evaluate_rank, format_results, re_ranking)
+
+
+def _hand_case():
+    # gallery:      0       1       2       3       4       5       6
+    g_pids = np.array([1, 2, 1, 3, 1, 2, -1])
+    g_cams = np.array([1, 1, 0, 1, 1, 0, 0])
+    q_pids = np.array([1, 2, 3, 1])
+    q_cams = np.array([0, 1, 1, 1])
+    dist = np.array([
+        [0.5, 0.1, 0.05, 0.3, 0.9, 0.7, 0.0],  # valid order: neg neg POS neg POS -> hits at ranks 3 and 5
+        [0.5, 0.1, 0.05, 0.3, 0.9, 0.7, 0.0],  # g1 is junk (same id and cam); hit (g5) at valid rank 4
+        [0.5, 0.1, 0.05, 0.3, 0.9, 0.7, 0.0],  # id 3 only seen by its own camera: no valid match, skipped
+        [0.9, 0.5, 0.01, 0.6, 0.7, 0.8, 0.0],  # g0 and g4 junk; hit (g2) at rank 1
+    ])  # g6 is a distractor (-1) at distance 0: ignored for every query
+    return dist, q_pids, g_pids, q_cams, g_cams
+
+
+def test_hand_computed_standard_ap_and_cmc():
+    res = evaluate_rank(*_hand_case(), max_rank=5, return_per_query=True)
+    ap = [(1 / 3 + 2 / 5) / 2, 1 / 4, np.nan, 1.0]
+    np.testing.assert_allclose(res['ap'], ap, rtol=1e-12)
+    assert res['num_valid_queries'] == 3 and res['num_skipped_queries'] == 1 and res['num_queries'] == 4
+    np.testing.assert_allclose(res['cmc'], [1 / 3, 1 / 3, 2 / 3, 1, 1])
+    assert res['mAP'] == pytest.approx(np.nanmean(ap))
+    assert res['rank1'] == pytest.approx(1 / 3) and res['rank5'] == pytest.approx(1.0)
+    assert list(res['first_hit_rank']) == [3, 4, 0, 1]
+    # mINP: matches / rank of the last match
+    assert res['mINP'] == pytest.approx((2 / 5 + 1 / 4 + 1) / 3)
+
+
+def test_hand_computed_trapezoid_ap_official_kit():
+    res = evaluate_rank(*_hand_case(), max_rank=5, ap_mode='trapezoid', return_per_query=True)
+    # the kit: ap += (recall - old_recall) * (old_precision + precision) / 2, old_precision starting at 1
+    q0 = 0.5 * (0 / 2 + 1 / 3) / 2 + 0.5 * (1 / 4 + 2 / 5) / 2
+    q1 = 1.0 * (0 / 3 + 1 / 4) / 2
+    q3 = 1.0 * (1.0 + 1.0) / 2
+    np.testing.assert_allclose(res['ap'], [q0, q1, np.nan, q3], rtol=1e-12)
+    assert res['mAP'] == pytest.approx((q0 + q1 + q3) / 3)
+    assert res['ap_mode'] == 'trapezoid'
+
+
+def _reference(dist, q_pids, g_pids, q_cams, g_cams, max_rank, ap_mode, junk_pids=(-1,)):
+    """ Plain per-query loop, ranking the whole gallery (ties: negatives before matches). """
+    cmcs, aps = [], []
+    for i in range(len(q_pids)):
+        pos = (g_pids == q_pids[i]) & (g_cams != q_cams[i]) & ~np.isin(g_pids, junk_pids)
+        junk = ((g_pids == q_pids[i]) & (g_cams == q_cams[i])) | np.isin(g_pids, junk_pids)
+        order = np.lexsort((pos, dist[i]))
+        order = order[~junk[order]]
+        matches = pos[order]
+        if not matches.any():
+            continue
+        hits = np.flatnonzero(matches) + 1
+        cmc = np.zeros(max_rank)
+        cmc[hits[0] - 1:] = 1
+        cmcs.append(cmc)
+        k = np.arange(1, len(hits) + 1)
+        prec = k / hits
+        if ap_mode == 'standard':
+            aps.append(prec.mean())
+        else:
+            prev = np.where(hits > 1, (k - 1) / np.maximum(hits - 1, 1), 1.0)
+            aps.append(((prev + prec) / 2).mean())
+    return np.mean(cmcs, 0), np.mean(aps), len(aps)
+
+
+@pytest.mark.parametrize('ap_mode', ['standard', 'trapezoid'])
+@pytest.mark.parametrize('ties', [False, True])
+def test_matches_reference_loop_on_random_data(ap_mode, ties):
+    rng = np.random.default_rng(1 if ties else 0)
+    nq, ng = 60, 400
+    q_pids, g_pids = rng.integers(-1, 25, nq), rng.integers(-1, 25, ng)
+    q_cams, g_cams = rng.integers(0, 4, nq), rng.integers(0, 4, ng)
+    dist = rng.integers(0, 20, (nq, ng)).astype(np.float32) if ties else rng.random((nq, ng))
+    cmc, m_ap, n_valid = _reference(dist, q_pids, g_pids, q_cams, g_cams, 20, ap_mode)
+    res = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=20, ap_mode=ap_mode, chunk_size=7)
+    np.testing.assert_allclose(res['cmc'], cmc, rtol=1e-12)
+    assert res['mAP'] == pytest.approx(m_ap, rel=1e-10)
+    assert res['num_valid_queries'] == n_valid and res['num_skipped_queries'] == nq - n_valid
+
+
+def test_chunking_torch_and_lazy_inputs_agree():
+    rng = np.random.default_rng(3)
+    q, g = rng.normal(size=(37, 16)), rng.normal(size=(250, 16))
+    q_pids, g_pids = rng.integers(0, 15, 37), rng.integers(0, 15, 250)
+    q_cams, g_cams = rng.integers(0, 3, 37), rng.integers(0, 3, 250)
+    dist = np.sqrt(((q[:, None] - g[None]) ** 2).sum(-1))
+    ref = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, chunk_size=10_000)
+    for kwargs in ({'chunk_size': 1}, {'chunk_size': 5}, {'max_chunk_memory_mb': 0}):
+        res = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, **kwargs)
+        np.testing.assert_allclose(res['cmc'], ref['cmc'])
+        assert res['mAP'] == pytest.approx(ref['mAP'])
+    res = evaluate_rank(torch.from_numpy(dist).float(), torch.from_numpy(q_pids), torch.from_numpy(g_pids),
+                        torch.from_numpy(q_cams), torch.from_numpy(g_cams))
+    assert res['mAP'] == pytest.approx(ref['mAP'], rel=1e-5)
+    lazy = FeatureDistance(torch.from_numpy(q).float(), torch.from_numpy(g).float())
+    np.testing.assert_allclose(lazy[:].numpy(), dist, atol=1e-4)
+    res = evaluate_rank(lazy, q_pids, g_pids, q_cams, g_cams, chunk_size=4)
+    assert res['mAP'] == pytest.approx(ref['mAP'], rel=1e-5)
+    res = evaluate_embeddings(q, g, q_pids, g_pids, q_cams, g_cams)
+    assert res['mAP'] == pytest.approx(ref['mAP'], rel=1e-5) and 'euclidean' in res['metric']
+
+
+def test_degenerate_embeddings_do_not_score():
+    # all distances equal: ties count against the query, so every match ranks after every negative
+    q_pids, g_pids = np.array([0, 1]), np.array([0, 1, 2, 3])
+    res = evaluate_rank(np.zeros((2, 4)), q_pids, g_pids, np.zeros(2), np.ones(4), max_rank=4)
+    np.testing.assert_allclose(res['cmc'], [0, 0, 0, 1])
+
+
+def test_bad_inputs_raise():
+    dist, q_pids, g_pids, q_cams, g_cams = _hand_case()
+    with pytest.raises(ValueError, match='g_pids'):
+        evaluate_rank(dist, q_pids, g_pids[:-1], q_cams, g_cams)
+    with pytest.raises(ValueError, match='ap_mode'):
+        evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, ap_mode='interpolated')
+    with pytest.raises(ValueError, match='NaN'):
+        evaluate_rank(np.full_like(dist, np.nan), q_pids, g_pids, q_cams, g_cams)
+    with pytest.raises(ValueError, match='No query'):
+        evaluate_rank(dist[2:3], q_pids[2:3], g_pids, q_cams[2:3], g_cams)
+
+
+def test_aggregate_and_format_name_the_protocol():
+    dist, q_pids, g_pids, q_cams, g_cams = _hand_case()
+    res = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, gallery_mode='MARS whole test set (official)')
+    line = format_results(res, 'toy')
+    assert 'non-interpolated' in line and 'official' in line and '3/4 queries' in line and '1 skipped' in line
+    res2 = evaluate_rank(dist[[0, 1, 3]][:, ::-1], q_pids[[0, 1, 3]], g_pids[::-1], q_cams[[0, 1, 3]], g_cams[::-1])
+    agg = aggregate_results([res, res2])
+    assert agg['num_splits'] == 2
+    assert agg['mAP'] == pytest.approx((res['mAP'] + res2['mAP']) / 2)
+    assert agg['mAP_std'] == pytest.approx(np.std([res['mAP'], res2['mAP']], ddof=1))
+    assert 'mean±std over 2 splits' in format_results(agg)
+    trap = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, ap_mode='trapezoid')
+    assert 'trapezoidal' in format_results(trap)
+    with pytest.raises(ValueError, match='different AP'):
+        aggregate_results([res, trap])
+
+
+def test_rerank_shapes_and_clusters():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(6, 8)) * 4
+    g_pids = np.repeat(np.arange(6), 5)
+    q_pids = np.arange(6)
+    g = centers[g_pids] + rng.normal(size=(30, 8))
+    q = centers[q_pids] + rng.normal(size=(6, 8))
+    d = lambda a, b: np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))  # noqa: E731
+    rr = re_ranking(d(q, g), d(q, q), d(g, g), k1=4, k2=2, lambda_value=0.3)
+    assert rr.shape == (6, 30) and np.isfinite(rr).all()
+    res = evaluate_embeddings(q, g, q_pids, g_pids, np.zeros(6), np.ones(30), rerank=True,
+                              rerank_kwargs=dict(k1=4, k2=2))
+    assert res['rank1'] == 1.0 and res['mAP'] > 0.9 and 're-ranking' in res['metric']
