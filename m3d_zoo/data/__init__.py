@@ -2,7 +2,7 @@
 identity-balanced batches and clip transforms. """
 from .base import DatasetError, Tracklet, VideoReIDDataset, natural_key, read_image, verify_images
 from .clip_dataset import (
-    CLIP_SAMPLING_MODES, ClipDataset, TestClipDataset, extract_embeddings, sample_train_indices, test_clip_indices,
+    CLIP_SAMPLING_MODES, ClipDataset, EvalClipDataset, extract_embeddings, sample_train_indices, eval_clip_indices,
     tracklet_labels)
 from .dataset_factory import create_dataset, list_datasets
 from .folder import load_tracklet_folder

@@ -2,7 +2,7 @@
 
 Training (`ClipDataset`): each access draws one clip of T frames from a tracklet, either T consecutive frames from
 a random start (the paper: "we sample T adjacent frames from each video sequence") or one random frame in each of
-T equal segments (TSN-style, covering the whole tracklet). Test (`TestClipDataset`): the paper's protocol, every
+T equal segments (TSN-style, covering the whole tracklet). Test (`EvalClipDataset`): the paper's protocol, every
 tracklet of length L gives floor(L/T) consecutive, non-overlapping clips (a tracklet shorter than T is looped to
 T frames); `extract_embeddings` averages the clip embeddings of each tracklet.
 """
@@ -17,7 +17,7 @@ from .base import Tracklet, read_image
 from .transforms import create_video_transform
 
 __all__ = [
-    'sample_train_indices', 'test_clip_indices', 'ClipDataset', 'TestClipDataset', 'extract_embeddings',
+    'sample_train_indices', 'eval_clip_indices', 'ClipDataset', 'EvalClipDataset', 'extract_embeddings',
     'tracklet_labels', 'CLIP_SAMPLING_MODES',
 ]
 
@@ -61,7 +61,7 @@ def sample_train_indices(
     raise ValueError(f'mode must be one of {CLIP_SAMPLING_MODES}, got {mode!r}')
 
 
-def test_clip_indices(length: int, num_frames: int, max_clips: Optional[int] = None) -> List[List[int]]:
+def eval_clip_indices(length: int, num_frames: int, max_clips: Optional[int] = None) -> List[List[int]]:
     """ Frame indices of all test clips of a tracklet: floor(L/T) consecutive clips, or one looped clip if L < T.
 
     Args:
@@ -128,7 +128,7 @@ class ClipDataset(Dataset):
         return _load_clip(t, idxs, self.transform), t.pid, t.camid
 
 
-class TestClipDataset(Dataset):
+class EvalClipDataset(Dataset):
     """ Test dataset: every clip of every tracklet, as (clip (3, T, H, W), tracklet index).
 
     Clips of one tracklet are contiguous items, in temporal order. `extract_embeddings` averages them back into
@@ -153,7 +153,7 @@ class TestClipDataset(Dataset):
         self.transform = transform or create_video_transform()
         self.items: List[Tuple[int, List[int]]] = [
             (ti, idxs) for ti, t in enumerate(self.tracklets)
-            for idxs in test_clip_indices(len(t.paths), num_frames, max_clips)]
+            for idxs in eval_clip_indices(len(t.paths), num_frames, max_clips)]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -166,7 +166,7 @@ class TestClipDataset(Dataset):
 @torch.no_grad()
 def extract_embeddings(
         model: Callable[[torch.Tensor], torch.Tensor],
-        dataset: TestClipDataset,
+        dataset: EvalClipDataset,
         batch_size: int = 16,
         num_workers: int = 0,
         device: Optional[torch.device] = None,
@@ -178,7 +178,7 @@ def extract_embeddings(
     Args:
         model: Callable mapping a batch (B, 3, T, H, W) to embeddings (B, D); an `nn.Module` is put in eval mode
             for the call and restored afterwards.
-        dataset: A `TestClipDataset`.
+        dataset: A `EvalClipDataset`.
         batch_size: Clips per forward pass.
         num_workers: DataLoader workers.
         device: Where to run the model (default: the model's parameters' device, else CPU).

@@ -1,0 +1,152 @@
+""" Clip sampling, clip transforms, the P x K sampler, clip datasets and per-tracklet embedding extraction. """
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from m3d_zoo.data import (
+    ClipDataset, PKBatchSampler, EvalClipDataset, VideoTransform, create_video_transform, extract_embeddings,
+    load_tracklet_folder, resolve_video_data_config, sample_train_indices, eval_clip_indices)
+from _fake_datasets import frame_order_value, write_fake_folder
+
+
+def test_train_sampling_consecutive_and_segments():
+    rng = random.Random(0)
+    starts = set()
+    for _ in range(200):
+        idx = sample_train_indices(20, 8, 'consecutive', rng)
+        assert idx == list(range(idx[0], idx[0] + 8))
+        starts.add(idx[0])
+    assert starts == set(range(13))  # every start 0..L-T is reachable
+    assert sample_train_indices(3, 8, 'consecutive', rng) == [0, 1, 2, 0, 1, 2, 0, 1]  # short: looped
+    for _ in range(50):
+        idx = sample_train_indices(40, 8, 'segments', rng)
+        assert [i // 5 for i in idx] == list(range(8))  # one frame in each of 8 equal segments
+    idx = sample_train_indices(5, 8, 'segments', rng)
+    assert idx == sorted(idx) and len(idx) == 8 and max(idx) <= 4
+    with pytest.raises(ValueError, match='mode'):
+        sample_train_indices(10, 4, 'random')
+
+
+def test_eval_clip_indices():
+    assert eval_clip_indices(17, 8) == [list(range(8)), list(range(8, 16))]  # floor(L/T) clips, tail dropped
+    assert eval_clip_indices(5, 8) == [[0, 1, 2, 3, 4, 0, 1, 2]]
+    clips = eval_clip_indices(100, 4, max_clips=3)
+    assert [c[0] for c in clips] == [0, 48, 96]
+
+
+def test_transform_from_pretrained_cfg_and_model():
+    cfg = {'input_size': (3, 32, 16), 'mean': (0.5, 0.5, 0.5), 'std': (0.25, 0.25, 0.25), 'interpolation': 'bicubic'}
+    assert resolve_video_data_config(cfg)['input_size'] == (3, 32, 16)
+    model = torch.nn.Linear(1, 1)
+    model.pretrained_cfg = cfg
+    t = create_video_transform(model)
+    assert t.size == (32, 16) and t.interpolation == 'bicubic'
+    d = resolve_video_data_config()
+    assert d['input_size'] == (3, 256, 128) and d['mean'] == pytest.approx((0.485, 0.456, 0.406))
+    frames = [Image.new('RGB', (10, 20), (128, 64, 255)) for _ in range(4)]
+    x = t(frames)
+    assert x.shape == (3, 4, 32, 16) and x.dtype == torch.float32
+    np.testing.assert_allclose(x[:, 0, 0, 0].numpy(), [(128 / 255 - .5) / .25, (64 / 255 - .5) / .25, 2.], atol=1e-5)
+    assert create_video_transform(cfg, input_size=(64, 32)).size == (64, 32)
+    with pytest.raises(ValueError, match='input_size'):
+        resolve_video_data_config({'input_size': (1, 2, 3, 4)})
+
+
+def test_train_augmentation_identical_on_every_frame():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    base = Image.fromarray(rng.integers(0, 255, (32, 16, 3), dtype=np.uint8))
+    frames = [base] * 6
+    t = VideoTransform((32, 16), is_training=True, hflip=0.5, pad=2, re_prob=1.0)
+    ref = VideoTransform((32, 16))(frames)
+    flipped = 0
+    for _ in range(20):
+        x = t(frames)
+        assert x.shape == (3, 6, 32, 16) and not torch.equal(x, ref)
+        for i in range(1, 6):  # same crop, flip, erased patch and fill on every frame
+            assert torch.equal(x[:, i], x[:, 0])
+    tf = VideoTransform((32, 16), is_training=True, hflip=0.5)
+    for _ in range(20):
+        x = tf(frames)
+        flipped += int(torch.equal(x, ref.flip(-1)))
+        assert torch.equal(x, ref) or torch.equal(x, ref.flip(-1))
+    assert 0 < flipped < 20
+    with pytest.raises(ValueError, match='re_mode'):
+        VideoTransform(re_mode='noise')
+
+
+def test_pk_batch_sampler():
+    pids = [0] * 10 + [1] * 3 + [2] * 5 + [3] * 1 + [4] * 8 + [5] * 4
+    s = PKBatchSampler(pids, num_pids=3, num_instances=4, seed=1)
+    batches = list(s)
+    assert len(batches) == len(s) > 0
+    for b in batches:
+        assert len(b) == 12
+        ids = [pids[i] for i in b]
+        assert len(set(ids)) == 3 and all(ids.count(p) == 4 for p in set(ids))
+    assert batches == list(PKBatchSampler(pids, 3, 4, seed=1))  # reproducible
+    s.set_epoch(1)
+    assert list(s) != batches
+    # DDP: ranks share the same global list and take disjoint, equally long parts
+    r0, r1 = PKBatchSampler(pids, 2, 2, seed=3, num_replicas=2, rank=0), PKBatchSampler(pids, 2, 2, 3, 2, 1)
+    assert len(r0) == len(r1) and not {tuple(b) for b in r0} & {tuple(b) for b in r1}
+    with pytest.raises(ValueError, match='identities'):
+        PKBatchSampler(pids, num_pids=7)
+
+
+@pytest.fixture(scope='module')
+def folder_ds(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('folder'))
+    write_fake_folder(root)
+    return load_tracklet_folder(root)
+
+
+def test_clip_dataset_with_dataloader(folder_ds):
+    ds = ClipDataset(folder_ds.train, num_frames=4, transform=create_video_transform(
+        {'input_size': (3, 16, 8)}, is_training=True))
+    sampler = PKBatchSampler(ds.pids, num_pids=2, num_instances=2)
+    clips, pids, camids = next(iter(DataLoader(ds, batch_sampler=sampler)))
+    assert clips.shape == (4, 3, 4, 16, 8) and pids.dtype == torch.int64 and camids.shape == (4,)
+    # the red channel encodes the frame position: a clip is consecutive frames in temporal order
+    ds_eval = ClipDataset(folder_ds.train, num_frames=4, transform=VideoTransform((16, 8), mean=(0,) * 3, std=(1,) * 3))
+    for i in range(len(ds_eval)):
+        clip, _, _ = ds_eval[i]
+        red = (clip[0, :, 0, 0] * 255).round().numpy()
+        n = folder_ds.train[i].num_frames
+        pos = [int(np.abs(np.array([frame_order_value(j) for j in range(n)]) - r).argmin()) for r in red]
+        assert pos == [(pos[0] + k) % n for k in range(4)]
+    with pytest.raises(ValueError, match='sampling'):
+        ClipDataset(folder_ds.train, sampling='dense')
+
+
+def test_test_clips_and_averaged_embeddings(folder_ds):
+    tracklets = folder_ds.query + folder_ds.gallery
+    ds = EvalClipDataset(tracklets, num_frames=4, transform=VideoTransform((16, 8), mean=(0,) * 3, std=(1,) * 3))
+    expected_clips = [max(1, t.num_frames // 4) for t in tracklets]
+    assert len(ds) == sum(expected_clips)
+    assert [ti for ti, _ in ds.items] == sorted(ti for ti, _ in ds.items)
+
+    class MeanRed(torch.nn.Module):  # embedding = mean red value of the clip and a constant
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            assert x.ndim == 5 and x.shape[1] == 3
+            return torch.stack([x[:, 0].mean((1, 2, 3)), self.w.expand(x.shape[0])], 1)
+
+    model = MeanRed().train()
+    emb = extract_embeddings(model, ds, batch_size=3)
+    assert model.training and emb.shape == (len(tracklets), 2)
+    for i, t in enumerate(tracklets):
+        idx = [j for c in ds.items if c[0] == i for j in c[1]]
+        expected = np.mean([frame_order_value(j) for j in idx]) / 255
+        assert emb[i, 0].item() == pytest.approx(expected, abs=3 / 255)
+    np.testing.assert_allclose(emb[:, 1].numpy(), 1.0)
+    # a plain callable works as well
+    emb2 = extract_embeddings(lambda x: x.mean((2, 3, 4)), ds, batch_size=5)
+    np.testing.assert_allclose(emb2[:, 0].numpy(), emb[:, 0].numpy(), atol=1e-6)
