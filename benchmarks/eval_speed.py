@@ -53,7 +53,8 @@ def run_case(nq: int, ng: int, dim: int, ap_mode: str, threads: int, from_distma
     res = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, ap_mode=ap_mode)
     secs = time.perf_counter() - t0
     return {
-        'queries': nq, 'gallery': ng, 'dim': dim, 'ap_mode': ap_mode, 'input': 'distmat' if from_distmat else 'features',
+        'queries': nq, 'gallery': ng, 'dim': dim, 'ap_mode': ap_mode,
+        'input': 'distmat' if from_distmat else 'features',
         'threads': torch.get_num_threads(), 'seconds': round(secs, 2), 'peak_rss_mb': round(_rss_mb(), 1),
         'rss_before_eval_mb': round(base, 1), 'mAP': round(res['mAP'], 4), 'rank1': round(res['rank1'], 4),
     }

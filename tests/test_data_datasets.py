@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
-from scipy.io import loadmat, savemat
+from scipy.io import savemat
 
 from m3d_zoo.data import (
     DatasetError, create_dataset, load_ilidsvid, load_mars, load_prid2011, load_tracklet_folder, verify_images)

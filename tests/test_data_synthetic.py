@@ -88,7 +88,8 @@ def test_frame_averages_cannot_separate_identities(gait, tmp_path):
         np.testing.assert_allclose(m, means[0], atol=1e-4)
 
     # with noise: frame-averaged features are at chance, order-aware features are perfect
-    (qp, qc), (gp, gc) = [(np.array([t.pid for t in s]), np.array([t.camid for t in s])) for s in (ds.query, ds.gallery)]
+    from m3d_zoo.data import tracklet_labels
+    (qp, qc), (gp, gc) = tracklet_labels(ds.query), tracklet_labels(ds.gallery)
     mean_q = np.stack([_load(t).mean(0).ravel() for t in ds.query])
     mean_g = np.stack([_load(t).mean(0).ravel() for t in ds.gallery])
     templates = render_pose_templates(CYCLE, SIZE).astype(np.float32)

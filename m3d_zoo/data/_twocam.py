@@ -5,7 +5,7 @@ import re
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .base import (
-    DatasetError, Tracklet, VideoReIDDataset, list_images, natural_key, relabel_tracklets, require_dir, warn_skipped)
+    DatasetError, Tracklet, VideoReIDDataset, list_images, natural_key, relabel_tracklets, warn_skipped)
 from .splits import check_splits, load_splits, make_random_splits, save_splits
 
 

@@ -9,7 +9,7 @@ Two gallery conventions are in use for MARS and both are offered:
 """
 import os
 import re
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Set
 
 import numpy as np
 

@@ -16,7 +16,7 @@ are counted below each of them with a batched binary search. That is O(Q*G) work
 so a distance "matrix" can also be an object that computes rows on demand (`FeatureDistance`) and a
 10,000 x 100,000 evaluation never holds more than one chunk of rows.
 """
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
