@@ -1,8 +1,9 @@
 """Test session setup: a Hub-compatible server on loopback, an isolated HF cache, and a loopback guard.
 
 huggingface_hub reads ``HF_ENDPOINT``, ``HF_HOME`` and ``HF_HUB_OFFLINE`` once, when it is imported, so the
-environment is set here, at conftest import, before any test module imports timm or huggingface_hub. The server's
-socket is bound now (the endpoint needs its port) and starts answering when the ``hub_server`` fixture is first used.
+environment is set here, at conftest import, before any test module imports timm or huggingface_hub. The server
+starts here too (the endpoint needs its port), so that a test that reaches the Hub without asking for the
+``hub_server`` fixture gets a quick 404 rather than connection retries; tests that use it ask for the fixture.
 
 Keep this file to Hub concerns and generic fixtures; put other fixtures in the test modules that need them.
 """
@@ -25,7 +26,7 @@ from hub_server import HubServer  # noqa: E402
 if 'huggingface_hub' in sys.modules:  # too late to redirect it; the loopback guard would fail every Hub test
     raise RuntimeError('huggingface_hub was imported before tests/conftest.py could point it at the test Hub server')
 
-_HUB = HubServer()
+_HUB = HubServer().start()
 _HF_HOME = tempfile.mkdtemp(prefix='m3d_zoo_hf_home_')
 atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
 for _var in ('HF_HUB_CACHE', 'HUGGINGFACE_HUB_CACHE', 'HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE', 'HF_TOKEN_PATH'):
@@ -94,11 +95,8 @@ def pytest_runtest_call(item):
 
 @pytest.fixture(scope='session')
 def hub_server():
-    """The session's Hub-compatible server on 127.0.0.1, at ``HF_ENDPOINT``."""
-    if not _HUB.running:
-        _HUB.start()
+    """The session's Hub-compatible server on 127.0.0.1, at ``HF_ENDPOINT``; repos persist for the session."""
     yield _HUB
-    _HUB.stop()
 
 
 @pytest.fixture(scope='session')

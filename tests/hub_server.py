@@ -286,7 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
             'author': repo.repo_id.split('/')[0], 'sha': oid, 'private': repo.private, 'disabled': False,
             'gated': False, 'downloads': 0, 'likes': 0, 'tags': [], 'createdAt': repo.created_at,
             'lastModified': repo.commits[oid]['date'],
-            'siblings': [{'rfilename': p, 'size': len(d), 'blobId': git_blob_sha1(d)} for p, d in sorted(files.items())],
+            'siblings': [
+                {'rfilename': p, 'size': len(d), 'blobId': git_blob_sha1(d)} for p, d in sorted(files.items())],
         }
 
     def _tree(self, repo: _Repo, revision: str, sub: str, recursive: bool) -> List[Dict[str, Any]]:

@@ -53,7 +53,8 @@ def test_release_checkpoint_with_results_and_push(release, hub_server, hub_repo_
     assert sorted(HfApi().list_repo_files(hub_repo_id)) == ['.gitattributes', README_NAME, 'config.json',
                                                            'model.safetensors']
     readme = (out / README_NAME).read_text()
-    for text in ('| Dataset | mAP (%) | Rank-1 (%) | Rank-5 (%) | Rank-10 (%) |', '| MARS | 74.1 | 84.4 | 93.1 | 95.5 |',
+    for text in ('| Dataset | mAP (%) | Rank-1 (%) | Rank-5 (%) | Rank-10 (%) |',
+                 '| MARS | 74.1 | 84.4 | 93.1 | 95.5 |',
                  'non-interpolated AP', 'gallery: test_minus_query', 'Trained on MARS', '**epochs:** 12',
                  'timm/resnet18.tv_in1k', 'surveillance technology'):
         assert text in readme, text

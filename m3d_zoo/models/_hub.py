@@ -17,7 +17,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
