@@ -29,8 +29,7 @@ if str(_ROOT) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(_ROOT))
 
 import m3d_zoo  # noqa: E402
-from m3d_zoo.models._hub import (  # noqa: E402
-    CONFIG_NAME, HF_ORG, WEIGHTS_NAME, file_sha256, hub_errors, save_pretrained)
+from m3d_zoo.models._hub import CONFIG_NAME, HF_ORG, WEIGHTS_NAME, file_sha256, hub_errors, save_pretrained  # noqa: E402
 
 _STATE_KEYS = ('state_dict', 'model', 'model_state_dict', 'ema', 'state_dict_ema', 'model_ema')
 _ARCH_KEYS = ('architecture', 'arch', 'model_name')

@@ -124,8 +124,9 @@ def seed_timm_weights(server: HubServer, model_name: str, seed: int = 0) -> str:
         The repo id.
     """
     import json
-    import torch
+
     import timm
+    import torch
     from safetensors.torch import save
 
     if '.' not in model_name:

@@ -100,7 +100,7 @@ def test_registry_tags_for_reid_weights_point_at_released_weights_only():
         hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id or ''
         if hub_id.startswith(f'{HF_ORG}/'):
             assert name in RELEASED_WEIGHTS, f'{name} -> {hub_id}: no such release in RELEASED_WEIGHTS'
-    for name, cfg in RELEASED_WEIGHTS.items():
+    for name in RELEASED_WEIGHTS:
         arch = name.split('.')[0]
         assert m3d_zoo.is_model(arch), name
         assert released_pretrained_cfgs(arch)[name]['hf_hub_id'].startswith(f'{HF_ORG}/')

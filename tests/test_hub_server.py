@@ -3,10 +3,14 @@ import os
 import textwrap
 
 import pytest
+from conftest import check_loopback_endpoint, is_loopback_url
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-from conftest import check_loopback_endpoint, is_loopback_url
+
+def _read(path):
+    with open(path, 'rb') as f:
+        return f.read()
 
 
 @pytest.fixture()
@@ -40,9 +44,9 @@ def test_upload_download_snapshot_and_revisions(api, hub_repo_id, hub_server, tm
                              commit_message='second')
     # the client was told to send content inline: no LFS batch or Xet calls
     assert not [p for _, p in hub_server.requests if 'lfs' in p or 'xet' in p]
-    assert open(hf_hub_download(hub_repo_id, 'a.txt'), 'rb').read() == b'two'
-    assert open(hf_hub_download(hub_repo_id, 'a.txt', revision=first.oid), 'rb').read() == b'one'
-    assert open(hf_hub_download(hub_repo_id, 'sub/b.bin'), 'rb').read() == big
+    assert _read(hf_hub_download(hub_repo_id, 'a.txt')) == b'two'
+    assert _read(hf_hub_download(hub_repo_id, 'a.txt', revision=first.oid)) == b'one'
+    assert _read(hf_hub_download(hub_repo_id, 'sub/b.bin')) == big
     snap = snapshot_download(hub_repo_id, revision=first.oid)
     assert sorted(os.listdir(snap)) == ['.gitattributes', 'a.txt', 'sub']
     info = api.model_info(hub_repo_id)
@@ -52,8 +56,8 @@ def test_upload_download_snapshot_and_revisions(api, hub_repo_id, hub_server, tm
     assert tree == {'.gitattributes', 'a.txt', 'sub'}
     api.create_branch(hub_repo_id, branch='dev', revision=first.oid)
     api.create_tag(hub_repo_id, tag='v1', revision=first.oid)
-    assert open(hf_hub_download(hub_repo_id, 'a.txt', revision='dev'), 'rb').read() == b'one'
-    assert open(hf_hub_download(hub_repo_id, 'a.txt', revision='v1'), 'rb').read() == b'one'
+    assert _read(hf_hub_download(hub_repo_id, 'a.txt', revision='dev')) == b'one'
+    assert _read(hf_hub_download(hub_repo_id, 'a.txt', revision='v1')) == b'one'
     # unchanged content makes no new commit
     assert api.upload_file(repo_id=hub_repo_id, path_or_fileobj=b'two', path_in_repo='a.txt').oid == second.oid
     api.delete_file('sub/b.bin', repo_id=hub_repo_id)
@@ -82,7 +86,7 @@ def test_loopback_detection():
 def test_guard_fails_a_test_whose_endpoint_is_not_loopback(pytester):
     here = os.path.dirname(os.path.abspath(__file__))
     for name in ('conftest.py', 'hub_server.py'):
-        pytester.makefile('.py', **{name[:-3]: open(os.path.join(here, name)).read()})
+        pytester.makefile('.py', **{name[:-3]: _read(os.path.join(here, name)).decode()})
     pytester.makepyfile(test_guarded=textwrap.dedent("""
         import huggingface_hub.constants as c
 

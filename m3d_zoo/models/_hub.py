@@ -141,8 +141,13 @@ def hub_errors(
         revision: The revision asked for, if any.
     """
     from huggingface_hub.errors import (
-        EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
-        RevisionNotFoundError)
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
     where = f"Hub repo '{repo_id}'" if repo_id else 'the Hub repo'
     file = f"'{filename}'" if filename else 'a file'
     try:
@@ -641,8 +646,8 @@ def generate_model_card(config: Dict[str, Any], model_card: Optional[Dict[str, A
             f'std {std}.',
             '- Output: with `num_classes=0` the embedding `(B, D)`; otherwise classification logits over the '
             'training identities.',
-            f'- A tracklet of L frames is cut into floor(L/T) clips of T consecutive frames (shorter ones are looped '
-            f'up to T); the clip embeddings are averaged and tracklets ranked by Euclidean distance, as in the paper.']
+            '- A tracklet of L frames is cut into floor(L/T) clips of T consecutive frames (shorter ones are looped '
+            'up to T); the clip embeddings are averaged and tracklets ranked by Euclidean distance, as in the paper.']
     if arch.startswith(('m3d_ral', 'two_stream')):
         out += [f'- The temporal attention branch is built for T={num_frames}: clips of another length are '
                 f'rejected.']
