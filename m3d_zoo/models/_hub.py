@@ -325,6 +325,8 @@ def save_pretrained(
     config_path = save_directory / CONFIG_NAME
     config = json.loads(config_path.read_text())
     config['model_args'] = args
+    # notes describe the source checkpoint (e.g. 'not ReID-trained'), not these weights
+    config.get('pretrained_cfg', {}).pop('notes', None)
     config['weights'] = {'file': WEIGHTS_NAME, 'format': 'safetensors', 'sha256': file_sha256(weights_path),
                          'size': weights_path.stat().st_size}
     config['m3d_zoo'] = {'version': __version__, 'source_weights': source, 'num_params': _num_params(model)}
