@@ -130,8 +130,13 @@ def test_prid2011_splits_reproducible_and_checked(tmp_path):
     assert {t.camid for t in ds.query} == {0} and {t.camid for t in ds.gallery} == {1}
     assert [t.pid for t in ds.query] == [t.pid for t in ds.gallery]
     assert all(t.num_frames >= 22 for t in ds.query + ds.gallery)
+    frames = exp['frames']
+    assert [t.num_frames for t in ds.query] == [frames[('cam_a', t.pid)] for t in ds.query]
+    assert [t.num_frames for t in ds.gallery] == [frames[('cam_b', t.pid)] for t in ds.gallery]
+    train_persons = set(range(1, exp['num_persons'] + 1)) - {t.pid for t in ds.query}
+    assert sum(t.num_frames for t in ds.train) == sum(frames[(c, p)] for p in train_persons for c in ('cam_a', 'cam_b'))
     _assert_temporal_order(ds.query + ds.gallery)
-    split_file = os.path.join(root, 'prid_2011', 'splits_prid2011.json')
+    split_file = os.path.join(root, 'prid_2011', 'splits_prid2011_seed0.json')
     data = json.load(open(split_file))
     assert data['num_splits'] == 10 and data['seed'] == 0 and len(data['persons']) == exp['num_persons']
     # every split is a partition of the eligible persons, and the splits differ
@@ -143,6 +148,9 @@ def test_prid2011_splits_reproducible_and_checked(tmp_path):
     ds2 = load_prid2011(root, split_id=3, split_file=other)
     assert json.load(open(other))['splits'] == data['splits']
     assert sorted(t.pid for t in ds2.query) == sorted(int(p.split('_')[1]) for p in data['splits'][3]['test'])
+    # a split file made from another seed is refused
+    with pytest.raises(DatasetError, match='seed=0, not 4'):
+        load_prid2011(root, split_file=split_file, seed=4)
     # the split file no longer matches the folders
     shutil.rmtree(os.path.join(root, 'prid_2011', 'multi_shot', 'cam_b', 'person_0001'))
     with warnings.catch_warnings():

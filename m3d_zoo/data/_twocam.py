@@ -63,6 +63,8 @@ def load_two_camera(
 
     path = split_file or default_split_file
     meta = dict(min_frames=min_frames)
+    if official_splits is None:
+        meta['seed'] = seed  # a split file made from another seed is an error, not a silent substitute
     if os.path.isfile(path):
         data = load_splits(path, dataset)
         check_splits(data, persons, path, dataset, **meta)
@@ -74,7 +76,6 @@ def load_two_camera(
         else:
             splits = make_random_splits(persons, num_splits=num_splits, seed=seed)
             source = f'random, seed {seed}'
-            meta['seed'] = seed
         save_splits(path, splits, persons, dataset, source, **meta)
     if split_id >= len(splits):
         raise DatasetError(f'{dataset}: split file {path} has {len(splits)} splits, split_id {split_id} requested')

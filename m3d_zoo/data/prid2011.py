@@ -38,7 +38,7 @@ def load_prid2011(
 ) -> VideoReIDDataset:
     """ Load one of the 10 random train/test splits of PRID-2011.
 
-    The splits are generated once from `seed` and saved as JSON (default `<prid_2011>/splits_prid2011.json`,
+    The splits are generated once from `seed` and saved as JSON (default `<prid_2011>/splits_prid2011_seed<seed>.json`,
     holding the eligible person folders so that a file made for another copy is rejected); later loads read it.
 
     Args:
@@ -59,5 +59,5 @@ def load_prid2011(
         cams.append(scan_camera('PRID-2011', cam_dir, _PERSON_RE, _check_frame, skipped))
     return load_two_camera(
         'PRID-2011', data_dir, cams, split_id=split_id, split_file=split_file,
-        default_split_file=os.path.join(data_dir, 'splits_prid2011.json'), seed=seed, num_splits=num_splits,
+        default_split_file=os.path.join(data_dir, f'splits_prid2011_seed{seed}.json'), seed=seed, num_splits=num_splits,
         min_frames=min_frames, skipped=skipped)
