@@ -1,6 +1,16 @@
 """ m3d_zoo: a timm-style model zoo for video person re-identification (M3D, AAAI 2019). """
 from .version import __version__
 from .models import (
+    HF_ORG,
+    CorruptWeightsError,
+    HubError,
+    HubFileNotFoundError,
+    HubOfflineError,
+    HubRepoNotFoundError,
+    HubRevisionNotFoundError,
+    UnknownArchitectureError,
+    push_to_hub,
+    save_pretrained,
     PretrainedMismatchError,
     TwoStreamM3D,
     UnknownModelError,
@@ -12,3 +22,6 @@ from .models import (
     paper_size_mb,
     state_dict_mb,
 )
+from . import data, eval
+from .data import create_dataset, list_datasets
+from .eval import evaluate_rank

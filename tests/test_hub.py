@@ -242,8 +242,6 @@ def test_error_no_network_and_empty_cache(monkeypatch, hub_server):
         m3d_zoo.create_model(f'hf-hub:{HF_ORG}/never-downloaded', pretrained=True)
 
 
-@pytest.mark.xfail(reason='needs m3d_zoo.models._factory.create_model to wrap timm in _hub.hub_errors (see report)',
-                   raises=Exception, strict=False)
 def test_error_offline_imagenet_weights(monkeypatch, hub_server):
     import huggingface_hub.constants
     monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)

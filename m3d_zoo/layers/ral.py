@@ -41,20 +41,24 @@ class ResidualAttention(nn.Module):
             raise ValueError(f"RAL branches must be a non-empty combination of 's', 'c', 't', got '{branches}'.")
         self.branches = branches
         self.num_frames = num_frames
+        # Each branch is conv -> BN -> ReLU -> conv. The released order, conv -> ReLU -> BN, let the first conv die for a
+        # whole batch: the channel branch's C/16 units were all negative for every clip of a batch (the pooled input is
+        # positive and alike across clips), so the branch got no gradient. BN first centres them, and makes a bias in
+        # that conv redundant.
         # 3D convs on singleton axes (not 2D ones), so that the model converts to channels_last_3d as a whole.
-        # S_m: temporal mean -> 3x3 conv C -> 1 -> ReLU -> BN -> 1x1 conv (Eq. 9-10).
+        # S_m: temporal mean -> 3x3 conv C -> 1 -> BN -> ReLU -> 1x1 conv (Eq. 9-10).
         if 's' in branches:
             self.spatial = nn.Sequential(
-                nn.Conv3d(chs, 1, (1, 3, 3), padding=(0, 1, 1)), act_layer(), nn.BatchNorm3d(1), nn.Conv3d(1, 1, 1))
-        # C_m: mean over T, H, W -> 1x1 conv C -> C/r -> ReLU -> BN -> 1x1 conv C/r -> C (Eq. 11-12).
+                nn.Conv3d(chs, 1, (1, 3, 3), padding=(0, 1, 1), bias=False), nn.BatchNorm3d(1), act_layer(), nn.Conv3d(1, 1, 1))
+        # C_m: mean over T, H, W -> 1x1 conv C -> C/r -> BN -> ReLU -> 1x1 conv C/r -> C (Eq. 11-12).
         if 'c' in branches:
             mid = max(1, chs // reduction)
             self.channel = nn.Sequential(
-                nn.Conv3d(chs, mid, 1), act_layer(), nn.BatchNorm3d(mid), nn.Conv3d(mid, chs, 1))
-        # T_m: mean over C, H, W -> T -> 2T -> ReLU -> BN -> 2T -> T ("same architecture as the channel branch").
+                nn.Conv3d(chs, mid, 1, bias=False), nn.BatchNorm3d(mid), act_layer(), nn.Conv3d(mid, chs, 1))
+        # T_m: mean over C, H, W -> T -> 2T -> BN -> ReLU -> 2T -> T ("same architecture as the channel branch").
         if 't' in branches:
             self.temporal = nn.Sequential(
-                nn.Linear(num_frames, 2 * num_frames), act_layer(), nn.BatchNorm1d(2 * num_frames),
+                nn.Linear(num_frames, 2 * num_frames, bias=False), nn.BatchNorm1d(2 * num_frames), act_layer(),
                 nn.Linear(2 * num_frames, num_frames))
         self.reset_parameters()
 

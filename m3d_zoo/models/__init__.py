@@ -4,3 +4,15 @@ from ._inflate import PretrainedMismatchError, inflate_kernel, inflate_state_dic
 from ._size import paper_size_mb, state_dict_mb
 from .two_stream import TwoStreamM3D
 from .video_resnet import VideoResNet
+from ._hub import (
+    HF_ORG,
+    CorruptWeightsError,
+    HubError,
+    HubFileNotFoundError,
+    HubOfflineError,
+    HubRepoNotFoundError,
+    HubRevisionNotFoundError,
+    UnknownArchitectureError,
+    push_to_hub,
+    save_pretrained,
+)

@@ -86,4 +86,10 @@ def create_model(
         overlay['file'] = path
         kwargs['pretrained_cfg_overlay'] = overlay
         pretrained = True
-    return timm.create_model(name, pretrained=pretrained, **kwargs)
+    if not pretrained or pretrained_file is not None:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    from ._hub import hub_errors
+    # The 2D ImageNet weights come from the Hub through timm; say what to do when that fails (offline, no cache).
+    hf_hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id
+    with hub_errors(f'{name}: ImageNet weights for pretrained=True', hf_hub_id, 'model.safetensors'):
+        return timm.create_model(name, pretrained=pretrained, **kwargs)

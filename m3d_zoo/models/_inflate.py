@@ -104,7 +104,13 @@ def inflate_state_dict(
 
 
 def inflate_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """timm `pretrained_filter_fn`: inflate with the model's own `inflation` setting."""
+    """timm `pretrained_filter_fn`: inflate with the model's own `inflation` setting.
+
+    A state dict that is already a video model's (timm's own `hf-hub:` path for a saved zoo model) passes unchanged;
+    `m3d_zoo.create_model` is the path that also verifies its sha256.
+    """
+    if any(v.ndim == 5 for v in state_dict.values()):
+        return state_dict
     if hasattr(model, 'inflate_pretrained'):
         return model.inflate_pretrained(state_dict)
     return inflate_state_dict(state_dict, model, getattr(model, 'inflation', 'center'))

@@ -341,9 +341,12 @@ class VideoResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv3d) and not isinstance(m, TemporalConv):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-        for m in self.modules():
             if hasattr(m, 'zero_init_last'):
                 m.zero_init_last()
+        # Temporal and attention layers own their (identity-keeping) init; re-apply it after the loop above.
+        for m in self.modules():
+            if isinstance(m, (TemporalConv, ResidualAttention)):
+                m.reset_parameters()
 
     @property
     def model_args(self) -> Dict[str, Any]:
