@@ -22,6 +22,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq
 
 from m3d_zoo.layers import MultiScaleTemporal, ReidHead, ResidualAttention, TemporalConv, TemporalPool
 from m3d_zoo.layers.temporal import resolve_branches
+from ._hub import released_pretrained_cfgs
 from ._inflate import inflate_filter_fn
 
 __all__ = ['VideoResNet', 'VideoBasicBlock', 'VideoBottleneck', 'TEMPORAL_KINDS']
@@ -505,9 +506,13 @@ def _cfg(depth: str, tag: str, **kwargs) -> Dict[str, Any]:
 
 
 def family_cfgs(family: str) -> Dict[str, Dict[str, Any]]:
-    """Default cfgs of a family for every depth: tv_in1k (the paper's, default) and a1_in1k."""
+    """Default cfgs of a family for every depth: tv_in1k (the paper's, default), a1_in1k, and released ReID weights."""
     cfgs = {}
     for depth in _DEPTHS:
         for tag in ('tv_in1k', 'a1_in1k'):
             cfgs[f'{family}_{depth}.{tag}'] = _cfg(depth, tag)
+        for name, released in released_pretrained_cfgs(f'{family}_{depth}').items():
+            base = _cfg(depth, 'tv_in1k')  # input spec and classifier names; the release sets weights and notes
+            base.pop('notes')
+            cfgs[name] = dict(base, **released)
     return cfgs
