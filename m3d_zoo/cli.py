@@ -1,0 +1,424 @@
+""" The `m3d-zoo` command line: train, extract, evaluate, list, export, push.
+
+    m3d-zoo train --model m3d_resnet50 --dataset mars --root /data/MARS --recipe modern --pretrained --output out/m3d
+    torchrun --nproc_per_node 4 -m m3d_zoo.cli train ...                 # the same run with DDP
+    m3d-zoo train --resume out/m3d/last.safetensors --dataset mars --root /data/MARS --recipe modern --output out/m3d
+    m3d-zoo extract --model out/m3d/best.safetensors --dataset mars --root /data/MARS --output mars_emb.safetensors
+    m3d-zoo evaluate mars_emb.safetensors --cmc-png mars_cmc.png
+    m3d-zoo list 'm3d_*'
+    m3d-zoo export --model out/m3d/best.safetensors --output m3d.onnx
+    m3d-zoo push --checkpoint out/m3d/best.safetensors --repo-id me/m3d_resnet50.mars --results out/m3d/best_eval.json
+
+Errors a user can fix (a wrong path, an unknown name, impossible options) are printed as one message and exit
+with status 2; `--debug` (or M3D_ZOO_DEBUG=1) shows the traceback instead.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+__all__ = ['main', 'build_parser']
+
+_logger = logging.getLogger('m3d_zoo.cli')
+
+
+class CliError(Exception):
+    """An error in the command's input, printed without a traceback."""
+
+
+def _kv(items: Optional[List[str]]) -> Dict[str, Any]:
+    """['a=1', 'b=(1,2)', 'c=paper'] -> {'a': 1, 'b': [1, 2], 'c': 'paper'} (values parsed as JSON when they can be)."""
+    out = {}
+    for item in items or []:
+        if '=' not in item:
+            raise CliError(f'expected KEY=VALUE, got {item!r}')
+        k, v = item.split('=', 1)
+        v = v.strip()
+        if v.startswith('(') and v.endswith(')'):
+            v = '[' + v[1:-1] + ']'
+        try:
+            out[k.strip()] = json.loads(v)
+        except ValueError:
+            out[k.strip()] = v
+    return out
+
+
+def _add_dataset_args(p: argparse.ArgumentParser, required: bool = True):
+    from m3d_zoo.data import list_datasets
+    p.add_argument('--dataset', required=required, help=f'dataset layout: {", ".join(list_datasets())}')
+    p.add_argument('--root', help='dataset root folder')
+    p.add_argument('--split-id', type=int, help='PRID-2011 / iLIDS-VID: which of the 10 random splits (default 0)')
+    p.add_argument('--gallery-mode', help='MARS gallery convention (see m3d_zoo.data.MARS_GALLERY_MODES)')
+    p.add_argument('--dataset-kwargs', nargs='*', metavar='KEY=VALUE', help='more dataset loader arguments')
+
+
+def _dataset_kwargs(a) -> Dict[str, Any]:
+    kw = _kv(a.dataset_kwargs)
+    if a.split_id is not None:
+        kw['split_id'] = a.split_id
+    if a.gallery_mode is not None:
+        kw['gallery_mode'] = a.gallery_mode
+    return kw
+
+
+def _add_model_args(p: argparse.ArgumentParser, required: bool = True):
+    p.add_argument('--model', required=required,
+                   help='model name (m3d-zoo list), hf-hub:ORG/NAME[@REV], local-dir:PATH, or a checkpoint file '
+                        'written by m3d-zoo train')
+    p.add_argument('--pretrained', action='store_true', help='inflate the ImageNet 2D ResNet (registered names)')
+    p.add_argument('--pretrained-file', help='local 2D ResNet weights to inflate (offline alternative)')
+    p.add_argument('--model-kwargs', nargs='*', metavar='KEY=VALUE',
+                   help='model arguments, e.g. temporal_strides=1,2,2,2 m3d_branches=1 last_stride=1')
+
+
+def _model_kwargs(a) -> Dict[str, Any]:
+    kw = _kv(a.model_kwargs)
+    for k, v in list(kw.items()):
+        if isinstance(v, str) and ',' in v:  # temporal_strides=1,1,1,1
+            try:
+                kw[k] = [int(x) for x in v.split(',')]
+            except ValueError:
+                pass
+    return kw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from m3d_zoo.engine.recipes import list_recipes
+    parser = argparse.ArgumentParser(
+        prog='m3d-zoo', description='Video person re-identification model zoo (M3D, AAAI 2019).',
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n')[1])
+    parser.add_argument('--debug', action='store_true', help='show tracebacks')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+
+    # -- train
+    p = sub.add_parser('train', help='train or fine-tune a model (also under torchrun)',
+                       description='Train a model. Recipe fields can be overridden by the flags below.')
+    _add_model_args(p, required=False)
+    _add_dataset_args(p)
+    p.add_argument('--recipe', default='modern', help=f'training recipe: {", ".join(list_recipes())} (default modern)')
+    p.add_argument('--output', '-o', default='output/train', help='output folder (checkpoints, metrics)')
+    p.add_argument('--resume', help='continue an interrupted run from its checkpoint (file or output folder)')
+    r = p.add_argument_group('recipe overrides')
+    r.add_argument('--epochs', type=int)
+    r.add_argument('--batch-size', '-b', type=int, help='clips per step, all processes together')
+    r.add_argument('--num-instances', type=int, help='K, tracklets per identity in a P x K batch')
+    r.add_argument('--sampler', choices=('pk', 'random'))
+    r.add_argument('--lr', type=float)
+    r.add_argument('--head-lr-mult', type=float)
+    r.add_argument('--opt', choices=('sgd', 'adam', 'adamw'))
+    r.add_argument('--momentum', type=float)
+    r.add_argument('--weight-decay', type=float)
+    r.add_argument('--decay-epochs', type=int, nargs='*')
+    r.add_argument('--decay-rate', type=float)
+    r.add_argument('--warmup-epochs', type=int)
+    r.add_argument('--warmup-lr-init', type=float)
+    r.add_argument('--num-frames', type=int, help='clip length T')
+    r.add_argument('--clip-sampling', choices=('consecutive', 'segments'))
+    r.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'), help='frame size (default 256 128)')
+    r.add_argument('--head', choices=('paper', 'bnneck'))
+    r.add_argument('--ce-weight', type=float)
+    r.add_argument('--label-smoothing', type=float)
+    r.add_argument('--triplet-weight', type=float)
+    r.add_argument('--triplet-margin', type=float)
+    r.add_argument('--hflip', type=float)
+    r.add_argument('--pad', type=int)
+    r.add_argument('--re-prob', type=float)
+    r.add_argument('--grad-clip', type=float)
+    r.add_argument('--eval-interval', type=int, help='evaluate every N epochs and after the last (0: never)')
+    r.add_argument('--eval-max-clips', type=int, help='cap on test clips per tracklet while training')
+    r.add_argument('--seed', type=int)
+    o = p.add_argument_group('run options')
+    o.add_argument('--device', help='cuda or cpu (default: a GPU if there is one)')
+    o.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
+                   help='mixed precision (default: on GPUs)')
+    o.add_argument('--amp-dtype', choices=('bfloat16', 'float16'))
+    o.add_argument('--grad-checkpointing', action='store_true', help='trade compute for activation memory')
+    o.add_argument('--sync-bn', action='store_true', help='SyncBatchNorm across GPUs')
+    o.add_argument('--workers', '-j', type=int, default=4, help='data loading processes per rank')
+    o.add_argument('--eval-batch-size', type=int, default=16)
+    o.add_argument('--no-progress', action='store_true', help='no tqdm progress bars')
+    o.add_argument('--push-to-hub', metavar='REPO', help='push the trained model (best, else last) to this Hub repo')
+    p.set_defaults(func=cmd_train)
+
+    # -- extract
+    p = sub.add_parser('extract', help='embeddings of a dataset or of tracklet folders -> safetensors')
+    _add_model_args(p)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument('--dataset', help='dataset layout (with --root)')
+    g.add_argument('--tracklets', nargs='+', metavar='DIR',
+                   help='tracklet folders (a folder of frames, or a folder of such folders)')
+    p.add_argument('--root')
+    p.add_argument('--split-id', type=int)
+    p.add_argument('--gallery-mode')
+    p.add_argument('--dataset-kwargs', nargs='*', metavar='KEY=VALUE')
+    p.add_argument('--splits', nargs='+', default=['query', 'gallery'], choices=('query', 'gallery', 'train'))
+    p.add_argument('--output', '-o', required=True, help='embeddings file (.safetensors)')
+    p.add_argument('--num-frames', type=int, help='clip length (default: the model\'s)')
+    p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'), help='frame size (default: the model\'s)')
+    p.add_argument('--batch-size', '-b', type=int, default=16, help='clips per forward pass')
+    p.add_argument('--max-clips', type=int, help='cap on clips per tracklet (default all, the paper\'s protocol)')
+    p.add_argument('--device')
+    p.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument('--workers', '-j', type=int, default=4)
+    p.set_defaults(func=cmd_extract)
+
+    # -- evaluate
+    p = sub.add_parser('evaluate', help='CMC/mAP table and CMC curve (PNG) from embeddings, or from a model')
+    p.add_argument('embeddings', nargs='?', help='embeddings file from m3d-zoo extract (query + gallery)')
+    p.add_argument('--gallery', help='a second embeddings file holding the gallery (the first is then the query)')
+    _add_model_args(p, required=False)
+    _add_dataset_args(p, required=False)
+    p.add_argument('--num-frames', type=int)
+    p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'))
+    p.add_argument('--batch-size', '-b', type=int, default=16)
+    p.add_argument('--max-clips', type=int)
+    p.add_argument('--device')
+    p.add_argument('--workers', '-j', type=int, default=4)
+    p.add_argument('--metric', default='euclidean', choices=('euclidean', 'sqeuclidean', 'cosine'))
+    p.add_argument('--ap-mode', default='standard', choices=('standard', 'trapezoid'))
+    p.add_argument('--rerank', action='store_true', help='k-reciprocal re-ranking')
+    p.add_argument('--max-rank', type=int, default=20)
+    p.add_argument('--cmc-png', help='where to save the CMC curve (default: next to the embeddings, _cmc.png)')
+    p.add_argument('--results', help='write the results as JSON here (hub/release.py reads it)')
+    p.set_defaults(func=cmd_evaluate)
+
+    # -- list
+    p = sub.add_parser('list', help='list models (wildcard filter), recipes and datasets')
+    p.add_argument('filter', nargs='?', default='')
+    p.add_argument('--pretrained', action='store_true', help='only models with weights, with their tags')
+    p.set_defaults(func=cmd_list)
+
+    # -- export
+    p = sub.add_parser('export', help='export a model to ONNX or torch.export')
+    _add_model_args(p)
+    p.add_argument('--output', '-o', required=True)
+    p.add_argument('--format', default='onnx', choices=('onnx', 'torch_export'))
+    p.add_argument('--num-frames', type=int)
+    p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'), default=(256, 128))
+    p.add_argument('--batch-size', type=int, default=2, help='example batch size')
+    p.add_argument('--opset', type=int, default=18)
+    p.add_argument('--static-batch', action='store_true', help='fixed batch size (default dynamic)')
+    p.add_argument('--no-fuse', action='store_true', help='keep the M3D kernels unfused')
+    p.set_defaults(func=cmd_export)
+
+    # -- push
+    p = sub.add_parser('push', help='push a trained checkpoint (or a zoo model) to the Hugging Face Hub')
+    p.add_argument('--checkpoint', help='checkpoint from m3d-zoo train (.safetensors)')
+    p.add_argument('--model', help='or a model name / hf-hub: / local-dir: source to push as is')
+    p.add_argument('--repo-id', required=True, help='organisation/name')
+    p.add_argument('--results', help='evaluation results JSON (eval.json / best_eval.json) for the model card')
+    p.add_argument('--dataset', help='training dataset name for the card')
+    p.add_argument('--drop-classifier', action='store_true', help='push the embedding model only')
+    p.add_argument('--revision', help='branch (default main)')
+    p.add_argument('--private', action='store_true')
+    p.add_argument('--commit-message')
+    p.set_defaults(func=cmd_push)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_train(a) -> int:
+    from m3d_zoo.engine import train
+    if a.model is None and a.resume is None:
+        raise CliError('train needs --model NAME (see m3d-zoo list), or --resume CHECKPOINT.')
+    overrides = {k: getattr(a, k) for k in (
+        'epochs', 'batch_size', 'num_instances', 'sampler', 'lr', 'head_lr_mult', 'opt', 'momentum', 'weight_decay',
+        'decay_epochs', 'decay_rate', 'warmup_epochs', 'warmup_lr_init', 'num_frames', 'clip_sampling', 'head',
+        'ce_weight', 'label_smoothing', 'triplet_weight', 'triplet_margin', 'hflip', 'pad', 're_prob', 'grad_clip',
+        'eval_interval', 'eval_max_clips', 'seed')}
+    overrides['input_size'] = tuple(a.img_size) if a.img_size else None
+    summary = train(
+        a.model, a.dataset, root=a.root, recipe=a.recipe, output_dir=a.output, resume=a.resume,
+        pretrained=a.pretrained, pretrained_file=a.pretrained_file, model_kwargs=_model_kwargs(a),
+        dataset_kwargs=_dataset_kwargs(a), device=a.device, amp=a.amp, amp_dtype=a.amp_dtype,
+        grad_checkpointing=a.grad_checkpointing, sync_bn=a.sync_bn, num_workers=a.workers,
+        eval_batch_size=a.eval_batch_size, progress=not a.no_progress, push_to_hub=a.push_to_hub, **overrides)
+    return 0 if summary.get('ranks_in_sync', True) else 1
+
+
+def _device(name: Optional[str]):
+    import torch
+    if name:
+        if name.startswith('cuda') and not torch.cuda.is_available():
+            raise CliError(f'--device {name}: torch sees no GPU; use --device cpu.')
+        return torch.device(name)
+    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def _inference_model(a, device):
+    from m3d_zoo.engine import load_inference_model
+    kwargs = _model_kwargs(a)
+    if a.num_frames and not a.model.startswith(('hf-hub:', 'local-dir:')) and not a.model.endswith('.safetensors') \
+            and os.path.sep not in a.model:
+        kwargs.setdefault('num_frames', a.num_frames)
+    return load_inference_model(a.model, pretrained=a.pretrained, pretrained_file=a.pretrained_file, device=device,
+                                **kwargs)
+
+
+def cmd_extract(a) -> int:
+    import torch
+    from m3d_zoo.data import VideoReIDDataset, create_dataset
+    from m3d_zoo.engine import extract_dataset, find_tracklet_folders, save_embeddings
+    device = _device(a.device)
+    if a.dataset:
+        if not a.root:
+            raise CliError(f'--root is required with --dataset {a.dataset}.')
+        dataset = create_dataset(a.dataset, a.root, **_dataset_kwargs(a))
+        splits = a.splits
+    else:
+        tracklets = find_tracklet_folders(a.tracklets)
+        dataset = VideoReIDDataset(name='tracklets', train=[], query=tracklets, gallery=[], gallery_mode='none')
+        splits = ['query']
+    model = _inference_model(a, device)
+    amp = (device.type == 'cuda') if a.amp is None else a.amp
+    out = extract_dataset(
+        model, dataset, splits=splits, num_frames=a.num_frames, input_size=tuple(a.img_size) if a.img_size else None,
+        batch_size=a.batch_size, num_workers=a.workers, device=device,
+        amp_dtype=torch.bfloat16 if amp else None, max_clips=a.max_clips)
+    if not a.dataset:
+        out['split'][:] = -1  # plain folders: neither query nor gallery
+    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+    meta = {'model': a.model, 'architecture': arch, 'dataset': out['dataset'], 'gallery_mode': out['gallery_mode'],
+            'num_frames': a.num_frames or getattr(model, 'num_frames', None), 'tracklets': out['tracklets'],
+            'input_size': list(a.img_size) if a.img_size else list(model.pretrained_cfg.get('input_size', ()))[1:]}
+    path = save_embeddings(a.output, out['embeddings'], out['pids'], out['camids'], out['split'], meta)
+    counts = {name: int((out['split'] == code).sum()) for name, code in (('query', 0), ('gallery', 1), ('train', 2))}
+    print(f'{path}: {out["embeddings"].shape[0]} tracklets x {out["embeddings"].shape[1]}-d embeddings '
+          f'({", ".join(f"{k} {v}" for k, v in counts.items() if v) or "tracklet folders"})')
+    return 0
+
+
+def _print_results(res: Dict[str, Any], name: str) -> None:
+    from m3d_zoo.eval import AP_MODES
+    rows = [('mAP', res['mAP'])] + [(f'Rank-{r}', res[f'rank{r}']) for r in (1, 5, 10, 20) if f'rank{r}' in res]
+    rows.append(('mINP', res['mINP']))
+    print(f'{name}')
+    print('| metric | % |\n|---|---|')
+    for k, v in rows:
+        print(f'| {k} | {100 * v:.2f} |')
+    print(f'AP: {AP_MODES.get(res["ap_mode"], res["ap_mode"])}; gallery: {res.get("gallery_mode") or "as given"}; '
+          f'distance: {res.get("metric", "euclidean")}; {res["num_valid_queries"]}/{res["num_queries"]} queries with a '
+          f'match' + (f', {res["num_skipped_queries"]} skipped' if res['num_skipped_queries'] else ''))
+
+
+def cmd_evaluate(a) -> int:
+    from m3d_zoo.engine import evaluate_dataset, evaluate_embeddings_file, save_cmc_png
+    from m3d_zoo.engine.extract import results_to_json
+    if a.embeddings and a.model:
+        raise CliError('evaluate takes an embeddings file or --model with --dataset, not both.')
+    if a.embeddings:
+        res = evaluate_embeddings_file(a.embeddings, a.gallery, metric=a.metric, ap_mode=a.ap_mode, rerank=a.rerank,
+                                       max_rank=a.max_rank)
+        name = os.path.basename(a.embeddings)
+        png = a.cmc_png or os.path.splitext(a.embeddings)[0] + '_cmc.png'
+    elif a.model and a.dataset:
+        if not a.root:
+            raise CliError(f'--root is required with --dataset {a.dataset}.')
+        from m3d_zoo.data import create_dataset
+        device = _device(a.device)
+        dataset = create_dataset(a.dataset, a.root, **_dataset_kwargs(a))
+        model = _inference_model(a, device)
+        res = evaluate_dataset(model, dataset, metric=a.metric, ap_mode=a.ap_mode, num_frames=a.num_frames,
+                               input_size=tuple(a.img_size) if a.img_size else None, batch_size=a.batch_size,
+                               num_workers=a.workers, device=device, max_clips=a.max_clips)
+        name = f'{a.model} on {dataset.name}'
+        png = a.cmc_png or f'{dataset.name}_cmc.png'
+    else:
+        raise CliError('evaluate needs an embeddings file (m3d-zoo extract ... -o FILE), or --model with --dataset and '
+                       '--root.')
+    _print_results(res, name)
+    save_cmc_png(png, {name: res['cmc']}, title=f'CMC: {name}')
+    print(f'CMC curve: {png}')
+    if a.results:
+        with open(a.results, 'w') as f:
+            json.dump(results_to_json(res), f, indent=1)
+        print(f'results: {a.results}')
+    return 0
+
+
+def cmd_list(a) -> int:
+    import m3d_zoo
+    from m3d_zoo.engine import list_recipes
+    names = m3d_zoo.list_pretrained(a.filter) if a.pretrained else m3d_zoo.list_models(a.filter)
+    print('\n'.join(names) if names else f'no model matches {a.filter!r}')
+    if not a.filter:
+        print(f'\nrecipes: {", ".join(list_recipes())}\ndatasets: {", ".join(m3d_zoo.list_datasets())}')
+    return 0
+
+
+def cmd_export(a) -> int:
+    try:
+        from m3d_zoo.export import export_model  # lazy: export brings onnx / onnxscript
+    except ImportError as e:
+        raise CliError(f'export is unavailable: {e}. Install the export extras (pip install onnx onnxscript).') from e
+    device = _device('cpu')
+    model = _inference_model(a, device)
+    path = export_model(model, a.output, format=a.format, num_frames=a.num_frames, input_size=tuple(a.img_size),
+                        batch_size=a.batch_size, opset=a.opset, dynamic_batch=not a.static_batch, fuse=not a.no_fuse)
+    print(f'exported {a.model} to {path}')
+    return 0
+
+
+def cmd_push(a) -> int:
+    if bool(a.checkpoint) == bool(a.model):
+        raise CliError('push needs exactly one of --checkpoint (from m3d-zoo train) or --model.')
+    if a.checkpoint:
+        from m3d_zoo.engine.hub import push_checkpoint
+        info = push_checkpoint(a.checkpoint, a.repo_id, results=a.results, dataset=a.dataset,
+                               drop_classifier=a.drop_classifier, commit_message=a.commit_message,
+                               revision=a.revision, private=a.private or None)
+    else:
+        import m3d_zoo
+        from m3d_zoo.engine.hub import model_card_for_run
+        model = m3d_zoo.create_model(a.model, pretrained=True) if a.model.startswith(('hf-hub:', 'local-dir:')) \
+            else m3d_zoo.create_model(a.model)
+        if a.drop_classifier:
+            model.reset_classifier(0)
+        results = json.load(open(a.results)) if a.results else None
+        info = m3d_zoo.push_to_hub(model, a.repo_id, commit_message=a.commit_message or f'Add {a.model}',
+                                   revision=a.revision, private=a.private or None,
+                                   model_card=model_card_for_run(None, a.dataset, results))
+    print(f'pushed to {a.repo_id} at commit {info.oid}: m3d_zoo.create_model("hf-hub:{a.repo_id}@{info.oid}", '
+          f'pretrained=True)')
+    return 0
+
+
+def _user_errors():
+    """Exception types whose message is enough: bad input, not a bug."""
+    from m3d_zoo.data.base import DatasetError
+    from m3d_zoo.engine import CheckpointError, TrainingError, UnknownRecipeError
+    from m3d_zoo.models import HubError, PretrainedMismatchError, UnknownModelError
+    return (CliError, DatasetError, CheckpointError, TrainingError, UnknownRecipeError, UnknownModelError, HubError,
+            PretrainedMismatchError, FileNotFoundError, ValueError)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not a.command:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    debug = a.debug or os.environ.get('M3D_ZOO_DEBUG') == '1'
+    try:
+        return a.func(a)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug or not isinstance(e, _user_errors()):
+            raise
+        rank = os.environ.get('RANK')
+        prefix = f'm3d-zoo {a.command}' + (f' [rank {rank}]' if rank and os.environ.get('WORLD_SIZE', '1') != '1'
+                                          else '')
+        print(f'{prefix}: error: {e}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,343 @@
+""" Training checkpoints: safetensors weights plus a training-state file, written atomically.
+
+A checkpoint named `last` in an output folder is two files:
+
+    last.safetensors                 the model's state dict; string metadata: architecture, model_args (JSON),
+                                     epoch, train_state (the state file's name) and its sha256, m3d_zoo version
+    last.state-<token>.pt            optimizer, scheduler, grad-scaler state, epoch, recipe, best metric: a dict of
+                                     tensors and plain values that torch.load reads with weights_only=True
+
+The weights file is what `m3d_zoo.create_model(arch, **model_args)` loads and what hub/release.py releases; the
+state file is only for `--resume`. Every file is written to a temporary file in the same folder, fsynced and
+renamed over the old one, so a kill at any moment leaves either the old or the new file, never a torn one. The pair
+stays consistent because the state file gets a fresh name each time and the weights file, renamed last, is the one
+that names it: until that rename the old weights still name the old state file, which is deleted only afterwards.
+"""
+import errno
+import io
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+import torch.nn as nn
+
+from ..version import __version__
+
+__all__ = [
+    'CheckpointError', 'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'resolve_checkpoint_path',
+    'atomic_write_bytes', 'atomic_write_text', 'unwrap_model', 'check_resume_compatible', 'model_from_checkpoint',
+]
+
+_logger = logging.getLogger(__name__)
+
+WEIGHTS_SUFFIX = '.safetensors'
+_CHUNK = 1 << 22
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read, or does not fit the model it should resume."""
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel / torch.compile / the training wrapper."""
+    while True:
+        if hasattr(model, 'module') and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, '_orig_mod'):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _write_chunks(f, data: bytes) -> None:
+    """Write `data` in chunks (tests replace this to simulate a disk that fills up mid-write)."""
+    view = memoryview(data)
+    for i in range(0, len(view), _CHUNK):
+        f.write(view[i:i + _CHUNK])
+
+
+def _fsync_dir(directory: Path) -> None:
+    # the rename itself must reach the disk, or a power cut can bring the old name back
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _disk_error(path: Path, nbytes: int, e: OSError, keep: str) -> CheckpointError:
+    try:
+        free = f'{shutil.disk_usage(path.parent).free / 1e6:.1f} MB free'
+    except OSError:
+        free = 'free space unknown'
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = f'the disk is full (no space left on device; {free} in {path.parent}, {nbytes / 1e6:.1f} MB needed)'
+        todo = 'Free disk space or write to another disk (--output), then continue with --resume.'
+    else:
+        what = f'{type(e).__name__}: {e}'
+        todo = 'Check that the output folder is writable, then continue with --resume.'
+    return CheckpointError(f'Could not write {path}: {what}. Nothing was replaced: {keep} {todo}')
+
+
+def atomic_write_bytes(path: Union[str, Path], data: bytes, keep_msg: Optional[str] = None) -> Path:
+    """Write `data` to `path` atomically: a temporary file in the same folder, fsync, then rename over `path`.
+
+    On failure the temporary file is removed, `path` is untouched, and a `CheckpointError` says what happened.
+    """
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp-{uuid.uuid4().hex[:8]}')
+    keep = keep_msg or (f'the previous {path.name} is intact.' if path.exists() else f'{path.name} was not written.')
+    try:
+        with open(tmp, 'wb') as f:
+            _write_chunks(f, data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _disk_error(path, len(data), e, keep) from e
+    except BaseException:  # KeyboardInterrupt mid-write: no stray temporary file
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: Union[str, Path], text: str, keep_msg: Optional[str] = None) -> Path:
+    return atomic_write_bytes(path, text.encode('utf-8'), keep_msg)
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes:
+        path: The weights file.
+        state_dict: Model weights.
+        architecture: Registered model name, if recorded.
+        model_args: Constructor arguments (`create_model(architecture, **model_args)`).
+        metadata: All string metadata of the weights file.
+        train_state: The training state (optimizer, scheduler, epoch, ...) or None for a weights-only checkpoint.
+    """
+    path: Path
+    state_dict: Dict[str, torch.Tensor]
+    architecture: Optional[str]
+    model_args: Dict[str, Any]
+    metadata: Dict[str, str] = field(default_factory=dict)
+    train_state: Optional[Dict[str, Any]] = None
+
+    @property
+    def epoch(self) -> Optional[int]:
+        if self.train_state is not None:
+            return int(self.train_state['epoch'])
+        return int(self.metadata['epoch']) if 'epoch' in self.metadata else None
+
+
+def _read_metadata(path: Path) -> Dict[str, str]:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            return dict(f.metadata() or {})
+    except Exception:  # a torn or foreign file: the caller says which
+        return {}
+
+
+def save_checkpoint(
+        directory: Union[str, Path],
+        name: str,
+        model: nn.Module,
+        train_state: Optional[Dict[str, Any]] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+) -> Path:
+    """Write checkpoint `name` (e.g. 'last', 'best') of `model` in `directory`, atomically.
+
+    Args:
+        directory: Output folder (created if needed).
+        name: Checkpoint name; the weights go to `<name>.safetensors`.
+        model: The model (DDP / compile wrappers are removed).
+        train_state: What `--resume` needs (optimizer, scheduler, epoch ...): tensors and plain values only.
+            None writes weights only.
+        metadata: Extra string-able metadata for the weights file (epoch, metrics ...); values that are not
+            strings are stored as JSON.
+
+    Returns:
+        The weights file.
+
+    Raises:
+        CheckpointError: The files could not be written (e.g. a full disk); the previous checkpoint is intact.
+    """
+    from safetensors.torch import save
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = unwrap_model(model)
+    weights_path = directory / f'{name}{WEIGHTS_SUFFIX}'
+    previous = _read_metadata(weights_path) if weights_path.exists() else {}
+    keep = (f'the previous checkpoint {weights_path} (epoch {previous.get("epoch", "?")}) is intact.'
+            if weights_path.exists() else 'no earlier checkpoint existed.')
+
+    architecture = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+    meta = {'format': 'pt', 'm3d_zoo_version': __version__}
+    if architecture:
+        meta['architecture'] = architecture
+    model_args = getattr(model, 'model_args', None)
+    if isinstance(model_args, dict):
+        meta['model_args'] = json.dumps(model_args)
+    for k, v in (metadata or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v)
+
+    state_name = None
+    if train_state is not None:
+        buf = io.BytesIO()
+        torch.save(train_state, buf)
+        state_bytes = buf.getvalue()
+        state_name = f'{name}.state-{uuid.uuid4().hex[:12]}.pt'
+        atomic_write_bytes(directory / state_name, state_bytes, keep_msg=keep)
+        meta['train_state'] = state_name
+        meta['train_state_sha256'] = _sha256(state_bytes)
+        meta.setdefault('epoch', str(train_state.get('epoch')))
+
+    tensors = {k: v.detach().to('cpu').contiguous() for k, v in model.state_dict().items()}
+    try:
+        data = save(tensors, metadata=meta)
+        del tensors
+        atomic_write_bytes(weights_path, data, keep_msg=keep)  # the commit point
+    except BaseException:
+        if state_name:  # the new state file is named by nothing; the old pair is still consistent
+            (directory / state_name).unlink(missing_ok=True)
+        raise
+
+    # Only now is the old state file unreferenced. Also sweep state and temporary files of interrupted saves.
+    for p in directory.glob(f'{name}.state-*.pt'):
+        if p.name != state_name:
+            p.unlink(missing_ok=True)
+    for p in directory.glob(f'.{name}*.tmp-*'):
+        p.unlink(missing_ok=True)
+    return weights_path
+
+
+def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
+    """A checkpoint weights file from a path: the file itself, or `last.safetensors` in an output folder."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        cand = path / f'last{WEIGHTS_SUFFIX}'
+        if not cand.is_file():
+            raise CheckpointError(f'{path} is a folder without a last{WEIGHTS_SUFFIX} checkpoint; pass the '
+                                  f'checkpoint file (e.g. {path}/last{WEIGHTS_SUFFIX}).')
+        return cand
+    if not path.is_file():
+        raise CheckpointError(f'Checkpoint {path} does not exist.')
+    if path.suffix != WEIGHTS_SUFFIX:
+        raise CheckpointError(
+            f'{path} is not a {WEIGHTS_SUFFIX} checkpoint. Pass the weights file written by `m3d-zoo train` '
+            f'(e.g. output/last{WEIGHTS_SUFFIX}); its training state is found from there.')
+    return path
+
+
+def load_checkpoint(path: Union[str, Path], with_train_state: bool = True) -> Checkpoint:
+    """Read a checkpoint written by `save_checkpoint` (or any safetensors state dict).
+
+    Args:
+        path: The weights file, or an output folder (its `last.safetensors`).
+        with_train_state: Also read the training state the weights name (if any).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    path = resolve_checkpoint_path(path)
+    try:
+        state_dict = load_file(str(path), device='cpu')
+    except (SafetensorError, ValueError, OSError, RuntimeError) as e:
+        raise CheckpointError(f'{path} is not a readable safetensors file ({e}); it is corrupt or not a '
+                              f'checkpoint.') from e
+    meta = _read_metadata(path)
+    try:
+        model_args = json.loads(meta.get('model_args') or '{}')
+    except ValueError as e:
+        raise CheckpointError(f'{path}: metadata model_args is not valid JSON ({e}).') from e
+    ckpt = Checkpoint(path=path, state_dict=state_dict, architecture=meta.get('architecture'), model_args=model_args,
+                      metadata=meta)
+    if with_train_state and meta.get('train_state'):
+        state_path = path.parent / meta['train_state']
+        if not state_path.is_file():
+            raise CheckpointError(
+                f'{path} names its training state {state_path.name}, which is missing from {path.parent}. The '
+                f'weights alone can still be used (e.g. `m3d-zoo extract --model {path}`), but not resumed.')
+        data = state_path.read_bytes()
+        if meta.get('train_state_sha256') and _sha256(data) != meta['train_state_sha256']:
+            raise CheckpointError(f'{state_path} does not match the sha256 recorded in {path.name}: it is corrupt '
+                                  f'or from another save.')
+        try:
+            ckpt.train_state = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f'{state_path} cannot be read with torch.load(weights_only=True) ({e}).') from e
+    return ckpt
+
+
+def _norm(v: Any) -> Any:
+    return json.loads(json.dumps(v))  # tuples -> lists, as they come back from JSON metadata
+
+
+def check_resume_compatible(ckpt: Checkpoint, model: nn.Module) -> None:
+    """Raise `CheckpointError` unless `ckpt` was written for the same architecture and arguments as `model`."""
+    model = unwrap_model(model)
+    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+    args = _norm(getattr(model, 'model_args', None) or {})
+    if ckpt.architecture and arch and ckpt.architecture != arch:
+        raise CheckpointError(
+            f'Cannot resume {ckpt.path}: it was trained as {ckpt.architecture}, not {arch}. Resume with '
+            f'--model {ckpt.architecture} (or leave --model out), or start a new run in another --output folder.')
+    saved = _norm(ckpt.model_args)
+    diff = {k: (saved.get(k), args.get(k)) for k in sorted(set(saved) | set(args)) if saved.get(k) != args.get(k)}
+    if saved and diff:
+        shown = ', '.join(f'{k}: checkpoint {a!r} vs now {b!r}' for k, (a, b) in diff.items())
+        raise CheckpointError(
+            f'Cannot resume {ckpt.path}: the model arguments differ ({shown}). Resume with the same model options '
+            f'and dataset (num_classes is the number of training identities), or start a new run.')
+    own = unwrap_model(model).state_dict()
+    missing = sorted(set(own) - set(ckpt.state_dict))
+    unexpected = sorted(set(ckpt.state_dict) - set(own))
+    shapes = sorted(k for k in set(own) & set(ckpt.state_dict) if own[k].shape != ckpt.state_dict[k].shape)
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f'Cannot resume {ckpt.path}: its weights do not fit {arch or type(model).__name__} '
+            f'(missing {missing[:5]}, unexpected {unexpected[:5]}, other shape {shapes[:5]}).')
+
+
+def model_from_checkpoint(path: Union[str, Path], **kwargs: Any) -> nn.Module:
+    """Rebuild the model a checkpoint was written for and load its weights (strictly).
+
+    Args:
+        path: Weights file (or output folder).
+        **kwargs: Model arguments that override the saved ones (e.g. num_classes=0 drops the classifier after
+            loading).
+    """
+    from ..models import create_model
+    ckpt = load_checkpoint(path, with_train_state=False)
+    if not ckpt.architecture:
+        raise CheckpointError(f'{ckpt.path} does not record its architecture (metadata "architecture"): it was not '
+                              f'written by m3d_zoo; load it with create_model(NAME, pretrained_file=...) instead.')
+    num_classes = kwargs.pop('num_classes', None)
+    model = create_model(ckpt.architecture, **dict(ckpt.model_args, **kwargs))
+    try:
+        model.load_state_dict(ckpt.state_dict, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f'{ckpt.path} does not fit {ckpt.architecture}({ckpt.model_args}): {str(e)[:1000]}') \
+            from e
+    if num_classes is not None and num_classes != model.num_classes:
+        model.reset_classifier(num_classes)
+    return model

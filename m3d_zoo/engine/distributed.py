@@ -1,0 +1,193 @@
+""" torchrun support: process-group setup, rank helpers, and batch samplers that split each batch across ranks.
+
+Under `torchrun --nproc_per_node N` the environment holds RANK, WORLD_SIZE and LOCAL_RANK; `init_distributed`
+joins the process group (nccl on GPUs, gloo on CPUs). The samplers build the same global batches on every rank
+(from the seed and the epoch) and give each rank its slice, so the global batch, hence the recipe's learning rate,
+does not depend on the number of processes, and a P x K batch is split by whole identities: every rank's share
+still holds K tracklets of each of its identities, which the batch-hard triplet loss mines within.
+"""
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from m3d_zoo.data import PKBatchSampler
+
+__all__ = [
+    'DistInfo', 'init_distributed', 'cleanup_distributed', 'is_main_process', 'barrier', 'broadcast_buffers',
+    'state_dict_sha256', 'all_gather_object', 'SplitPKBatchSampler', 'RandomBatchSampler',
+]
+
+
+@dataclass
+class DistInfo:
+    """Where this process stands: rank, world size, local rank and its device."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device('cpu')
+    backend: Optional[str] = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: Optional[str] = None) -> DistInfo:
+    """Join the torchrun process group if the environment asks for one; pick this process's device.
+
+    Args:
+        device: 'cuda', 'cpu' or None (a GPU when there is one).
+    """
+    want_cuda = torch.cuda.is_available() if device is None else device.startswith('cuda')
+    if want_cuda and not torch.cuda.is_available():
+        raise RuntimeError(f'--device {device} asked for a GPU, but torch sees none; use --device cpu.')
+    world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    rank = int(os.environ.get('RANK', '0'))
+    local_rank = int(os.environ.get('LOCAL_RANK', '0'))
+    if want_cuda:
+        index = local_rank if world_size > 1 else (torch.device(device).index if device else None)
+        dev = torch.device('cuda', index or 0)
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device('cpu')
+    info = DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+    if world_size > 1:
+        info.backend = 'nccl' if dev.type == 'cuda' else 'gloo'
+        if not dist.is_initialized():
+            kwargs = {'device_id': dev} if dev.type == 'cuda' else {}
+            dist.init_process_group(backend=info.backend, **kwargs)
+    return info
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+@torch.no_grad()
+def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank `src`'s buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last step of an epoch each rank holds running
+    statistics updated with its own batch; this makes them equal before evaluating or saving.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for b in model.buffers():
+            dist.broadcast(b, src)
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """A hash of every tensor of the model's state dict (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f'{k}:{t.dtype}:{tuple(t.shape)}'.encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def all_gather_object(obj):
+    """[obj of rank 0, obj of rank 1, ...]; [obj] outside a process group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _check_split(what: str, n: int, world_size: int, unit: str):
+    if n % world_size:
+        raise ValueError(
+            f'{what} = {n} {unit} cannot be split evenly across {world_size} processes: use a multiple of '
+            f'{world_size} (e.g. {max(world_size, n - n % world_size)}), or another --nproc_per_node.')
+
+
+class SplitPKBatchSampler(Sampler[List[int]]):
+    """P x K identity batches, each split across ranks by whole identities (P / world_size identities per rank).
+
+    Args:
+        pids: Identity label of every dataset item.
+        num_pids: P, identities per global batch.
+        num_instances: K, tracklets per identity.
+        seed: Base seed; the batches depend only on it and the epoch.
+        num_replicas: World size.
+        rank: This process's rank.
+    """
+
+    def __init__(
+            self,
+            pids: Sequence[int],
+            num_pids: int,
+            num_instances: int,
+            seed: int = 0,
+            num_replicas: int = 1,
+            rank: int = 0,
+    ):
+        _check_split('P (identities per batch: batch size / num_instances)', num_pids, num_replicas, 'identities')
+        self.inner = PKBatchSampler(pids, num_pids, num_instances, seed=seed)  # global batches, same on every rank
+        self.share = num_pids // num_replicas * num_instances
+        self.rank = rank
+        self.num_replicas = num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        for batch in self.inner:
+            yield batch[self.rank * self.share:(self.rank + 1) * self.share]
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class RandomBatchSampler(Sampler[List[int]]):
+    """Shuffled batches of `batch_size` items (the last, incomplete one dropped), split across ranks.
+
+    Args:
+        num_items: Dataset length.
+        batch_size: Global batch size (all ranks together).
+        seed: Base seed; the order depends only on it and the epoch.
+        num_replicas: World size.
+        rank: This process's rank.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        _check_split('the batch size', batch_size, num_replicas, 'clips')
+        self.num_items = num_items
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.share = batch_size // num_replicas
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[List[int]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
+        for i in range(len(self)):
+            batch = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield batch[self.rank * self.share:(self.rank + 1) * self.share].tolist()
+
+    def __len__(self) -> int:
+        return self.num_items // self.batch_size

@@ -1,0 +1,270 @@
+""" Feature extraction and evaluation: models from any source, embeddings files, ReID metrics.
+
+An embeddings file is safetensors with the tensors
+
+    embeddings   float32 (N, D), one row per tracklet (the mean of its clip embeddings, the paper's protocol)
+    pids         int64 (N,), person ids (-1 where unknown)
+    camids       int64 (N,), camera ids (-1 where unknown)
+    split        int64 (N,), 0 = query, 1 = gallery, 2 = train, -1 = none (plain tracklet folders)
+
+and string metadata: model, dataset, num_frames, input_size, gallery_mode, splits (the split codes, JSON) and
+tracklets (JSON list of each tracklet's folder), so a file can be evaluated or inspected without the data.
+"""
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from m3d_zoo.data import EvalClipDataset, Tracklet, VideoReIDDataset, create_video_transform
+from m3d_zoo.data import extract_embeddings as _extract_clip_embeddings
+from m3d_zoo.data.base import DatasetError, list_images, natural_key
+from m3d_zoo.eval import evaluate_embeddings
+
+from .checkpoint import atomic_write_bytes, model_from_checkpoint
+
+__all__ = [
+    'SPLIT_CODES', 'load_inference_model', 'embed_tracklets', 'extract_dataset', 'find_tracklet_folders',
+    'save_embeddings', 'load_embeddings', 'evaluate_dataset', 'evaluate_embeddings_file', 'results_to_json',
+]
+
+_logger = logging.getLogger(__name__)
+
+SPLIT_CODES = {'query': 0, 'gallery': 1, 'train': 2, 'none': -1}
+
+
+def load_inference_model(
+        spec: str,
+        pretrained: bool = False,
+        pretrained_file: Optional[str] = None,
+        device: Union[str, torch.device] = 'cpu',
+        **kwargs: Any,
+) -> nn.Module:
+    """An embedding model (num_classes=0, eval mode) from a name, a Hub repo, a folder or a training checkpoint.
+
+    Args:
+        spec: A registered name ('m3d_resnet50'), 'hf-hub:ORG/NAME[@REV]', 'local-dir:PATH', or the path of a
+            checkpoint written by `m3d-zoo train` (a .safetensors file or its output folder).
+        pretrained: For registered names: inflate the ImageNet ResNet (an untrained ReID head otherwise).
+        pretrained_file: For registered names: a local 2D ResNet file to inflate.
+        device: Where to put the model.
+        **kwargs: Model arguments (e.g. num_frames for a registered name).
+    """
+    from m3d_zoo.models import create_model
+    if spec.startswith(('hf-hub:', 'local-dir:')):
+        model = create_model(spec, pretrained=True, num_classes=0, **kwargs)
+    elif spec.endswith('.safetensors') or os.path.isdir(spec) or os.path.sep in spec:
+        if not os.path.exists(spec):
+            raise FileNotFoundError(f'Checkpoint {spec} does not exist. --model takes a model name (m3d-zoo list), '
+                                    f'hf-hub:ORG/NAME, local-dir:PATH, or a checkpoint written by m3d-zoo train.')
+        model = model_from_checkpoint(spec, num_classes=0, **kwargs)
+    else:
+        model = create_model(spec, pretrained=pretrained, pretrained_file=pretrained_file, num_classes=0, **kwargs)
+        if not (pretrained or pretrained_file):
+            _logger.warning(f'{spec}: randomly initialised (no --pretrained, no checkpoint): its embeddings are not '
+                            f'trained for re-identification.')
+    return model.to(device).eval()
+
+
+def _model_frames(model: nn.Module, num_frames: Optional[int]) -> int:
+    return int(num_frames or getattr(model, 'num_frames', 8))
+
+
+def embed_tracklets(
+        model: nn.Module,
+        tracklets: Sequence[Tracklet],
+        num_frames: Optional[int] = None,
+        input_size: Optional[Tuple[int, int]] = None,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        device: Optional[torch.device] = None,
+        amp_dtype: Optional[torch.dtype] = None,
+        max_clips: Optional[int] = None,
+) -> torch.Tensor:
+    """One embedding per tracklet (float32, CPU): the mean over its floor(L/T) clips of T consecutive frames."""
+    if not tracklets:
+        return torch.zeros(0, 0)
+    transform = create_video_transform(model, is_training=False, **({'input_size': input_size} if input_size else {}))
+    ds = EvalClipDataset(tracklets, _model_frames(model, num_frames), transform, max_clips=max_clips)
+    # a model with a classifier (e.g. during training) returns logits: take its embedding instead
+    net = _Embedder(model) if getattr(model, 'num_classes', 0) and hasattr(model, 'forward_head') else model
+    return _extract_clip_embeddings(
+        net, ds, batch_size=batch_size, num_workers=num_workers, device=device, amp_dtype=amp_dtype,
+        pin_memory=device is not None and torch.device(device).type == 'cuda')
+
+
+class _Embedder(nn.Module):
+    """The embedding of a model that also has a classifier."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+def extract_dataset(
+        model: nn.Module,
+        dataset: VideoReIDDataset,
+        splits: Sequence[str] = ('query', 'gallery'),
+        **kwargs: Any,
+) -> Dict[str, Any]:
+    """Embeddings of a dataset's splits, concatenated, with pids, camids and split codes (see module docstring)."""
+    embs, pids, camids, codes, paths = [], [], [], [], []
+    for name in splits:
+        if name not in ('query', 'gallery', 'train'):
+            raise ValueError(f"split must be query, gallery or train, got {name!r}")
+        tracklets = getattr(dataset, name)
+        if not tracklets:
+            continue
+        embs.append(embed_tracklets(model, tracklets, **kwargs))
+        pids += [t.pid for t in tracklets]
+        camids += [t.camid for t in tracklets]
+        codes += [SPLIT_CODES[name]] * len(tracklets)
+        paths += [os.path.dirname(t.paths[0]) for t in tracklets]
+    if not embs:
+        raise ValueError(f'{dataset.name}: the splits {list(splits)} hold no tracklets')
+    return {
+        'embeddings': torch.cat(embs), 'pids': torch.tensor(pids, dtype=torch.int64),
+        'camids': torch.tensor(camids, dtype=torch.int64), 'split': torch.tensor(codes, dtype=torch.int64),
+        'tracklets': paths, 'gallery_mode': dataset.gallery_mode, 'dataset': dataset.name,
+    }
+
+
+def find_tracklet_folders(folders: Sequence[str]) -> List[Tracklet]:
+    """Tracklets from plain folders: each given folder that holds images is one tracklet; otherwise every folder
+    below it that holds images is.
+
+    Person and camera ids are read where the generic layout gives them (`<pid>/c<cam>...`), else -1.
+    """
+    from m3d_zoo.data.folder import _TRACKLET_RE, _INT_RE
+    out = []
+    for top in folders:
+        if not os.path.isdir(top):
+            raise DatasetError(f'Tracklet folder not found: {top}')
+        leaves = []
+        for dirpath, dirnames, _ in os.walk(top):
+            dirnames.sort(key=natural_key)
+            frames = list_images(dirpath)
+            if frames:
+                leaves.append((dirpath, frames))
+        if not leaves:
+            raise DatasetError(f'{top}: no image files in it or below it; a tracklet is a folder of frames.')
+        for dirpath, frames in leaves:
+            m = _TRACKLET_RE.match(os.path.basename(dirpath))
+            parent = os.path.basename(os.path.dirname(os.path.normpath(dirpath)))
+            pid = int(parent) if m and _INT_RE.match(parent) else -1
+            out.append(Tracklet(tuple(frames), pid, int(m.group(1)) if m else -1))
+    return out
+
+
+def save_embeddings(
+        path: Union[str, Path],
+        embeddings: torch.Tensor,
+        pids: torch.Tensor,
+        camids: torch.Tensor,
+        split: Optional[torch.Tensor] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+) -> Path:
+    """Write an embeddings file (safetensors, atomically); see the module docstring for the keys."""
+    from safetensors.torch import save
+    n = embeddings.shape[0]
+    split = torch.full((n,), SPLIT_CODES['none'], dtype=torch.int64) if split is None else split
+    for name, t in (('pids', pids), ('camids', camids), ('split', split)):
+        if t.shape != (n,):
+            raise ValueError(f'{name} has shape {tuple(t.shape)}, expected ({n},)')
+    meta = {'splits': json.dumps(SPLIT_CODES)}
+    for k, v in (metadata or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v)
+    tensors = {'embeddings': embeddings.float().contiguous(), 'pids': pids.long().contiguous(),
+               'camids': camids.long().contiguous(), 'split': split.long().contiguous()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def load_embeddings(path: Union[str, Path]) -> Dict[str, Any]:
+    """Read an embeddings file: its tensors plus `metadata`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'Embeddings file {path} does not exist (m3d-zoo extract writes one).')
+    try:
+        out: Dict[str, Any] = dict(load_file(str(path)))
+        with safe_open(str(path), framework='pt') as f:
+            out['metadata'] = dict(f.metadata() or {})
+    except Exception as e:
+        raise ValueError(f'{path} is not a readable safetensors embeddings file ({e}).') from e
+    missing = [k for k in ('embeddings', 'pids', 'camids') if k not in out]
+    if missing:
+        raise ValueError(f'{path} lacks {missing}: not an embeddings file written by m3d-zoo extract.')
+    return out
+
+
+def results_to_json(results: Dict[str, Any]) -> Dict[str, Any]:
+    """Results of m3d_zoo.eval with numpy values turned into lists / floats (the cmc curve included)."""
+    out = {}
+    for k, v in results.items():
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        elif isinstance(v, (np.floating, np.integer)):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def evaluate_dataset(
+        model: nn.Module,
+        dataset: VideoReIDDataset,
+        metric: str = 'euclidean',
+        ap_mode: str = 'standard',
+        **kwargs: Any,
+) -> Dict[str, Any]:
+    """Query/gallery embeddings of `dataset` and their CMC/mAP (the paper's clip-averaging protocol)."""
+    q = embed_tracklets(model, dataset.query, **kwargs)
+    g = embed_tracklets(model, dataset.gallery, **kwargs)
+    qp, qc = _labels(dataset.query)
+    gp, gc = _labels(dataset.gallery)
+    return evaluate_embeddings(q, g, qp, gp, qc, gc, metric=metric, ap_mode=ap_mode,
+                               gallery_mode=dataset.gallery_mode)
+
+
+def _labels(tracklets):
+    return (np.array([t.pid for t in tracklets], dtype=np.int64), np.array([t.camid for t in tracklets], dtype=np.int64))
+
+
+def evaluate_embeddings_file(
+        path: Union[str, Path],
+        gallery_path: Optional[Union[str, Path]] = None,
+        metric: str = 'euclidean',
+        ap_mode: str = 'standard',
+        rerank: bool = False,
+        max_rank: int = 20,
+) -> Dict[str, Any]:
+    """CMC/mAP from an embeddings file (query and gallery by its `split` codes) or from two files (query, gallery)."""
+    data = load_embeddings(path)
+    if gallery_path is not None:
+        gal = load_embeddings(gallery_path)
+        q = (data['embeddings'], data['pids'], data['camids'])
+        g = (gal['embeddings'], gal['pids'], gal['camids'])
+        gallery_mode = gal['metadata'].get('gallery_mode') or 'gallery file'
+    else:
+        split = data.get('split')
+        if split is None or not ((split == 0).any() and (split == 1).any()):
+            raise ValueError(f'{path} does not hold both query (split 0) and gallery (split 1) tracklets: extract '
+                             f'with --splits query gallery, or pass the gallery as a second file.')
+        qm, gm = split == 0, split == 1
+        q = (data['embeddings'][qm], data['pids'][qm], data['camids'][qm])
+        g = (data['embeddings'][gm], data['pids'][gm], data['camids'][gm])
+        gallery_mode = data['metadata'].get('gallery_mode')
+    if q[0].shape[1] != g[0].shape[1]:
+        raise ValueError(f'query embeddings are {q[0].shape[1]}-d, gallery ones {g[0].shape[1]}-d: they come from '
+                         f'different models.')
+    return evaluate_embeddings(q[0], g[0], q[1], g[1], q[2], g[2], metric=metric, rerank=rerank, ap_mode=ap_mode,
+                               gallery_mode=gallery_mode, max_rank=max_rank)

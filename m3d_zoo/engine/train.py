@@ -1,0 +1,521 @@
+""" The training loop: one process or torchrun DDP, recipes, AMP, checkpoints, evaluation and metrics.
+
+    from m3d_zoo.engine import train
+    summary = train('m3d_resnet50', 'mars', root='/data/MARS', recipe='modern', output_dir='out/m3d_mars',
+                    pretrained=True)
+
+The same call under `torchrun --nproc_per_node N` trains with DistributedDataParallel: every rank builds the
+same global batches and takes its slice; rank 0 evaluates, writes checkpoints and metrics, the others wait.
+
+Determinism: every epoch reseeds Python, NumPy and torch from (seed, epoch, rank), and the batches depend only
+on (seed, epoch), so `--resume` from the checkpoint of epoch k continues exactly as the uninterrupted run would
+(bit for bit on the CPU; up to GPU kernel non-determinism elsewhere).
+
+Output folder:
+    last.safetensors (+ last.state-*.pt)   the latest checkpoint, resumable (see checkpoint.py)
+    best.safetensors                       weights of the best evaluation so far (mAP)
+    metrics.jsonl                          one JSON object per line: config, epoch, eval, done events
+    eval.json                              the latest evaluation (m3d_zoo.eval format, for hub/release.py)
+    recipe.json                            the resolved recipe and run options
+"""
+import json
+import logging
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from m3d_zoo.data import ClipDataset, VideoReIDDataset, create_dataset, create_video_transform
+from m3d_zoo.data.base import DatasetError
+
+from .checkpoint import (
+    CheckpointError, atomic_write_text, check_resume_compatible, load_checkpoint, model_from_checkpoint,
+    save_checkpoint, unwrap_model)
+from .distributed import (
+    DistInfo, RandomBatchSampler, SplitPKBatchSampler, all_gather_object, barrier, broadcast_buffers,
+    cleanup_distributed, init_distributed, state_dict_sha256)
+from .extract import evaluate_dataset, results_to_json
+from .losses import ReidLoss
+from .recipes import TrainRecipe, get_recipe
+
+__all__ = ['train', 'build_model', 'build_optimizer', 'build_scheduler', 'build_train_loader', 'train_one_epoch',
+           'seed_everything', 'TrainingError']
+
+_logger = logging.getLogger(__name__)
+
+
+class TrainingError(ValueError):
+    """A training run cannot start with the given options (the message says which and what to do)."""
+
+
+def seed_everything(seed: int, epoch: int = 0, rank: int = 0) -> None:
+    """Seed Python, NumPy and torch from (seed, epoch, rank): batches, clip starts, augmentation, dropout."""
+    s = int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+class _TrainStep(nn.Module):
+    """Wraps a zoo model so that DDP's forward runs `forward_train` (DDP syncs gradients of `forward` only)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor):
+        return self.module.forward_train(x)
+
+
+def _is_path(spec: str) -> bool:
+    return spec.endswith('.safetensors') or os.path.sep in spec or os.path.isdir(spec)
+
+
+def build_model(
+        model_name: str,
+        num_classes: int,
+        recipe: TrainRecipe,
+        pretrained: bool = False,
+        pretrained_file: Optional[str] = None,
+        **model_kwargs: Any,
+) -> nn.Module:
+    """The model to train: a registered name (clip length and head from the recipe), a saved model
+    ('hf-hub:', 'local-dir:') or a training checkpoint to fine-tune, with a classifier of `num_classes`."""
+    from m3d_zoo.models import create_model
+    if model_name.startswith(('hf-hub:', 'local-dir:')):
+        model = create_model(model_name, pretrained=True, num_classes=num_classes, **model_kwargs)
+    elif _is_path(model_name):
+        model = model_from_checkpoint(model_name, num_classes=num_classes, **model_kwargs)
+    else:
+        kwargs = dict(num_frames=recipe.num_frames, head=recipe.head)
+        kwargs.update(model_kwargs)
+        model = create_model(model_name, pretrained=pretrained, pretrained_file=pretrained_file,
+                             num_classes=num_classes, **kwargs)
+    if isinstance(getattr(model, 'model_args', None), dict) and model.model_args.get('num_classes') != num_classes:
+        raise TrainingError(f'{model_name}: the model has {model.model_args.get("num_classes")} classes, the '
+                            f'training set {num_classes} identities.')
+    return model
+
+
+def build_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    """SGD or Adam over timm's parameter groups of the model, the head (last group) at `head_lr_mult` x lr."""
+    from timm.models import group_parameters
+    named = dict(model.named_parameters())
+    groups = group_parameters(model, model.group_matcher())
+    head_id = max(groups)
+    body, head = [], []
+    for gid, names in sorted(groups.items()):
+        params = [named[n] for n in names if named[n].requires_grad]
+        (head if gid == head_id else body).extend(params)
+    param_groups = [{'params': body, 'lr': recipe.lr, 'name': 'backbone'},
+                    {'params': head, 'lr': recipe.lr * recipe.head_lr_mult, 'name': 'head'}]
+    param_groups = [g for g in param_groups if g['params']]
+    if recipe.opt == 'sgd':
+        return torch.optim.SGD(param_groups, lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+    cls = torch.optim.AdamW if recipe.opt == 'adamw' else torch.optim.Adam
+    return cls(param_groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe):
+    """timm's multi-step scheduler: linear warm-up, then the lr times `decay_rate` at each of `decay_epochs`."""
+    from timm.scheduler import MultiStepLRScheduler
+    return MultiStepLRScheduler(
+        optimizer, decay_t=list(recipe.decay_epochs), decay_rate=recipe.decay_rate, warmup_t=recipe.warmup_epochs,
+        warmup_lr_init=recipe.warmup_lr_init, t_in_epochs=True)
+
+
+def build_train_loader(
+        dataset: VideoReIDDataset,
+        model: nn.Module,
+        recipe: TrainRecipe,
+        info: DistInfo,
+        num_workers: int = 4,
+):
+    """DataLoader of training clips with a batch sampler that splits each global batch across ranks."""
+    if not dataset.train:
+        raise TrainingError(f'{dataset.name} has no training tracklets: check --root (a folder dataset needs a '
+                            f'train/ folder) and the dataset name.')
+    transform = create_video_transform(
+        model, is_training=True, input_size=recipe.input_size, hflip=recipe.hflip, pad=recipe.pad,
+        re_prob=recipe.re_prob)
+    clips = ClipDataset(dataset.train, recipe.num_frames, recipe.clip_sampling, transform)
+    try:
+        if recipe.sampler == 'pk':
+            num_ids = dataset.num_train_pids
+            if recipe.num_pids > num_ids:
+                raise TrainingError(
+                    f'--batch-size {recipe.batch_size} with --num-instances {recipe.num_instances} needs '
+                    f'P = {recipe.num_pids} identities per batch, but {dataset.name} has {num_ids} training '
+                    f'identities. Use --batch-size <= {num_ids * recipe.num_instances} (a multiple of '
+                    f'{recipe.num_instances}), or fewer --num-instances.')
+            sampler = SplitPKBatchSampler(clips.pids, recipe.num_pids, recipe.num_instances, seed=recipe.seed,
+                                          num_replicas=info.world_size, rank=info.rank)
+        else:
+            sampler = RandomBatchSampler(len(clips), recipe.batch_size, seed=recipe.seed,
+                                         num_replicas=info.world_size, rank=info.rank)
+    except ValueError as e:
+        if isinstance(e, TrainingError):
+            raise
+        raise TrainingError(f'{e}') from e
+    if len(sampler) == 0:
+        raise TrainingError(
+            f'--batch-size {recipe.batch_size} cannot be filled from {dataset.name}\'s {len(clips)} training '
+            f'tracklets ({dataset.num_train_pids} identities) with the {recipe.sampler!r} sampler: not one batch per '
+            f'epoch. Use a smaller --batch-size' + (' or --num-instances.' if recipe.sampler == 'pk' else '.'))
+    return torch.utils.data.DataLoader(
+        clips, batch_sampler=sampler, num_workers=num_workers, pin_memory=info.device.type == 'cuda',
+        persistent_workers=False)  # workers are re-created (and re-seeded) every epoch: exact resume
+
+
+def _amp_setup(device: torch.device, amp: Optional[bool], amp_dtype: Optional[str]):
+    """(autocast dtype or None, GradScaler or None). AMP is on by default on GPUs, off on CPUs."""
+    if amp is None:
+        amp = device.type == 'cuda'
+    if not amp:
+        return None, None
+    if amp_dtype is None:
+        amp_dtype = 'bfloat16' if device.type != 'cuda' or torch.cuda.is_bf16_supported() else 'float16'
+    dtype = {'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16, 'float16': torch.float16,
+             'fp16': torch.float16}.get(amp_dtype)
+    if dtype is None:
+        raise TrainingError(f'--amp-dtype must be bfloat16 or float16, got {amp_dtype!r}')
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    return dtype, scaler
+
+
+def train_one_epoch(
+        model: nn.Module,
+        loader,
+        loss_fn: ReidLoss,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        amp_dtype: Optional[torch.dtype] = None,
+        scaler=None,
+        grad_clip: Optional[float] = None,
+        progress: bool = False,
+        desc: str = '',
+) -> Dict[str, float]:
+    """One pass over `loader`; returns the mean of each logged value over this rank's steps (and `steps`)."""
+    model.train()
+    sums: Dict[str, float] = {}
+    steps = 0
+    it = loader
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        it = bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
+    for clips, pids, _ in it:
+        clips = clips.to(device, non_blocking=True)
+        pids = pids.to(device, non_blocking=True)
+        ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+        with ctx:
+            out = model(clips)
+        loss, logs = loss_fn(out, pids)
+        if not math.isfinite(logs['loss']):
+            raise FloatingPointError(f'the loss is {logs["loss"]} at step {steps} ({desc}): lower --lr, or check '
+                                     f'the data.')
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.) + v
+        steps += 1
+        if bar is not None:
+            bar.set_postfix(loss=f'{logs["loss"]:.3f}', refresh=False)
+    if bar is not None:
+        bar.close()
+    out = {k: v / max(steps, 1) for k, v in sums.items()}
+    out['steps'] = steps
+    return out
+
+
+def _reduce_means(logs: Dict[str, float], info: DistInfo) -> Dict[str, float]:
+    """Average per-rank epoch means over ranks (every rank runs the same number of steps)."""
+    if not info.distributed:
+        return logs
+    import torch.distributed as dist
+    keys = sorted(k for k in logs if k != 'steps')
+    t = torch.tensor([logs[k] for k in keys], dtype=torch.float64,
+                     device=info.device if info.backend == 'nccl' else 'cpu')
+    dist.all_reduce(t)
+    out = {k: float(v) / info.world_size for k, v in zip(keys, t.tolist())}
+    out['steps'] = logs['steps']
+    return out
+
+
+class _MetricsLog:
+    """JSON lines in `<output>/metrics.jsonl` (rank 0 only), and a short human line on stdout."""
+
+    def __init__(self, path: Optional[Path], enabled: bool):
+        self.path = path
+        self.enabled = enabled
+
+    def write(self, record: Dict[str, Any], echo: Optional[str] = None):
+        if not self.enabled:
+            return
+        record = dict(record, time=round(time.time(), 3))
+        if self.path is not None:
+            with open(self.path, 'a', encoding='utf-8') as f:
+                f.write(json.dumps(record) + '\n')
+        if echo:
+            print(echo, flush=True)
+
+
+def train(
+        model: Union[str, nn.Module],
+        dataset: Union[str, VideoReIDDataset],
+        root: Optional[str] = None,
+        recipe: Union[str, TrainRecipe] = 'modern',
+        output_dir: Union[str, Path] = 'output/train',
+        resume: Optional[Union[str, Path]] = None,
+        pretrained: bool = False,
+        pretrained_file: Optional[str] = None,
+        model_kwargs: Optional[Dict[str, Any]] = None,
+        dataset_kwargs: Optional[Dict[str, Any]] = None,
+        device: Optional[str] = None,
+        amp: Optional[bool] = None,
+        amp_dtype: Optional[str] = None,
+        grad_checkpointing: bool = False,
+        sync_bn: bool = False,
+        num_workers: int = 4,
+        eval_batch_size: int = 16,
+        progress: bool = True,
+        push_to_hub: Optional[str] = None,
+        **recipe_overrides: Any,
+) -> Dict[str, Any]:
+    """Train (or fine-tune) a zoo model for video ReID; see the module docstring for what it writes.
+
+    Args:
+        model: A registered name, 'hf-hub:'/'local-dir:' saved model, a checkpoint to fine-tune, or None with
+            `resume` (the checkpoint's architecture).
+        dataset: 'mars', 'prid2011', 'ilidsvid', 'folder', or a loaded `VideoReIDDataset`.
+        root: Dataset root folder (for a dataset name).
+        recipe: 'paper', 'modern' or a `TrainRecipe`.
+        output_dir: Folder for checkpoints and metrics.
+        resume: A checkpoint (or output folder) of an interrupted run of the same model to continue.
+        pretrained: Inflate the ImageNet 2D ResNet (registered names).
+        pretrained_file: Local 2D ResNet weights to inflate instead.
+        model_kwargs: Extra model arguments (temporal_strides, m3d_branches, last_stride, ...).
+        dataset_kwargs: Extra dataset arguments (split_id for PRID/iLIDS, gallery_mode for MARS).
+        device: 'cuda', 'cpu' or None (a GPU if there is one; under torchrun, the local rank's GPU).
+        amp: Mixed precision (default: on GPUs).
+        amp_dtype: 'bfloat16' or 'float16' (default bfloat16 where supported).
+        grad_checkpointing: Recompute activations in the backward pass to save memory.
+        sync_bn: SyncBatchNorm across ranks (GPUs).
+        num_workers: DataLoader workers per process.
+        eval_batch_size: Clips per forward pass when evaluating.
+        progress: tqdm progress bars (rank 0).
+        push_to_hub: Hub repo ('org/name') to push the trained model (best, else last) to at the end.
+        **recipe_overrides: Recipe fields to override (epochs=..., lr=..., batch_size=...).
+
+    Returns:
+        Summary: epochs run, final/best results, checkpoint paths, the ranks' state hashes.
+    """
+    info = init_distributed(device)
+    try:
+        return _train(info, model, dataset, root, recipe, output_dir, resume, pretrained, pretrained_file,
+                      dict(model_kwargs or {}), dict(dataset_kwargs or {}), amp, amp_dtype, grad_checkpointing,
+                      sync_bn, num_workers, eval_batch_size, progress, push_to_hub, recipe_overrides)
+    finally:
+        cleanup_distributed()
+
+
+def _train(info, model_spec, dataset, root, recipe, output_dir, resume, pretrained, pretrained_file, model_kwargs,
+           dataset_kwargs, amp, amp_dtype, grad_checkpointing, sync_bn, num_workers, eval_batch_size, progress,
+           push_to_hub, recipe_overrides):
+    recipe = recipe.replace(**recipe_overrides) if isinstance(recipe, TrainRecipe) else \
+        get_recipe(recipe, **recipe_overrides)
+    output_dir = Path(output_dir)
+    log = _MetricsLog(output_dir / 'metrics.jsonl', info.is_main)
+    if info.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    if sync_bn and info.device.type != 'cuda':
+        raise TrainingError('--sync-bn needs GPUs (nccl); on CPUs DDP keeps rank 0\'s BatchNorm statistics.')
+
+    # Resume: read the checkpoint first, so a wrong file fails before anything is loaded or written.
+    ckpt = None
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        if ckpt.train_state is None:
+            raise CheckpointError(f'{ckpt.path} holds weights only (no training state): it cannot be resumed. '
+                                  f'Resume from last.safetensors, or fine-tune from it with --model {ckpt.path}.')
+        if model_spec is None:
+            model_spec = ckpt.architecture
+    if model_spec is None:
+        raise TrainingError('No model: pass --model NAME (m3d-zoo list), or --resume a checkpoint.')
+
+    if isinstance(dataset, str):
+        if root is None:
+            raise TrainingError(f'--root is required with --dataset {dataset}.')
+        data = create_dataset(dataset, root, **dataset_kwargs)
+    else:
+        data = dataset
+    if not data.train:
+        raise TrainingError(f'{data.name} has no training tracklets: check --root (a folder dataset needs a train/ '
+                            f'folder of identities) and --dataset.')
+    num_classes = data.num_train_pids
+
+    seed_everything(recipe.seed)  # the same initial weights on every rank (DDP also broadcasts them)
+    if isinstance(model_spec, nn.Module):
+        net = model_spec
+    else:
+        net = build_model(model_spec, num_classes, recipe, pretrained, pretrained_file, **model_kwargs)
+    arch = (getattr(net, 'pretrained_cfg', None) or {}).get('architecture', type(net).__name__)
+    source_weights = _source_weights(model_spec, pretrained, pretrained_file, net, ckpt)
+    if ckpt is not None:
+        check_resume_compatible(ckpt, net)
+    if grad_checkpointing:
+        net.set_grad_checkpointing(True)
+    net.to(info.device)
+    if sync_bn and info.distributed:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+
+    optimizer = build_optimizer(net, recipe)
+    scheduler = build_scheduler(optimizer, recipe)
+    amp_torch_dtype, scaler = _amp_setup(info.device, amp, amp_dtype)
+    loss_fn = ReidLoss(recipe.ce_weight, recipe.label_smoothing, recipe.triplet_weight, recipe.triplet_margin)
+    loader = build_train_loader(data, net, recipe, info, num_workers)
+
+    start_epoch, best_map, best_epoch = 0, -1.0, None
+    if ckpt is not None:
+        state = ckpt.train_state
+        net.load_state_dict(ckpt.state_dict, strict=True)
+        optimizer.load_state_dict(state['optimizer'])
+        # the lr schedule is a function of the recipe and the epoch: rebuilt from the recipe (not loaded), so a
+        # resumed run may extend --epochs or move --decay-epochs; with the same recipe it is the saved one
+        if scaler is not None and state.get('scaler'):
+            scaler.load_state_dict(state['scaler'])
+        start_epoch = int(state['epoch'])
+        best_map = float(state.get('best_map', -1.0))
+        best_epoch = state.get('best_epoch')
+        saved = state.get('recipe') or {}
+        changed = {k: (saved[k], v) for k, v in recipe.to_dict().items()
+                   if k in saved and saved[k] != v and k not in ('epochs', 'eval_interval', 'eval_max_clips')}
+        if changed and info.is_main:
+            _logger.warning(f'Resuming with a recipe that differs from the checkpoint\'s: {changed} (checkpoint, '
+                            f'now); the new values apply from epoch {start_epoch + 1}.')
+
+    model = _TrainStep(net)
+    if info.distributed:
+        # buffers (BatchNorm statistics) are broadcast from rank 0 at every forward, DDP's default
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.device] if info.device.type == 'cuda' else None)
+
+    run_cfg = {'event': 'config', 'model': arch, 'model_args': getattr(net, 'model_args', None),
+               'dataset': data.name, 'num_train_ids': num_classes, 'num_train_tracklets': len(data.train),
+               'recipe': recipe.to_dict(), 'world_size': info.world_size, 'device': str(info.device),
+               'amp': str(amp_torch_dtype) if amp_torch_dtype else None, 'grad_checkpointing': grad_checkpointing,
+               'start_epoch': start_epoch, 'resumed_from': str(ckpt.path) if ckpt else None,
+               'steps_per_epoch': len(loader)}
+    if info.is_main:
+        atomic_write_text(output_dir / 'recipe.json', json.dumps(run_cfg, indent=2, default=str) + '\n')
+    log.write(run_cfg, echo=f'Training {arch} on {data.name} ({num_classes} ids, {len(data.train)} tracklets), '
+                            f'recipe {recipe.name}, {len(loader)} steps/epoch x {info.world_size} process(es), '
+                            f'epochs {start_epoch + 1}..{recipe.epochs}, output {output_dir}')
+
+    last_results = None
+    eval_kwargs = dict(num_frames=recipe.num_frames, input_size=recipe.input_size, batch_size=eval_batch_size,
+                       device=info.device, amp_dtype=amp_torch_dtype, max_clips=recipe.eval_max_clips)
+    last_epoch = start_epoch
+    for epoch in range(start_epoch, recipe.epochs):
+        t0 = time.time()
+        seed_everything(recipe.seed, epoch + 1, info.rank)
+        loader.batch_sampler.set_epoch(epoch)
+        scheduler.step(epoch)
+        logs = train_one_epoch(model, loader, loss_fn, optimizer, info.device, amp_torch_dtype, scaler,
+                               recipe.grad_clip, progress=progress and info.is_main,
+                               desc=f'epoch {epoch + 1}/{recipe.epochs}')
+        logs = _reduce_means(logs, info)
+        broadcast_buffers(net)  # every rank ends the epoch with rank 0's BatchNorm statistics
+        lrs = {g.get('name', str(i)): g['lr'] for i, g in enumerate(optimizer.param_groups)}
+        done = last_epoch = epoch + 1
+        log.write(dict(event='epoch', epoch=done, lr=lrs, time_s=round(time.time() - t0, 2), **logs),
+                  echo=f'epoch {done}/{recipe.epochs}  loss {logs.get("loss", float("nan")):.4f}'
+                       + (f'  acc {logs["acc"]:.3f}' if 'acc' in logs else '')
+                       + f'  lr {lrs.get("backbone", next(iter(lrs.values()))):.2e}  {time.time() - t0:.1f}s')
+
+        evaluate_now = recipe.eval_interval > 0 and (done % recipe.eval_interval == 0 or done == recipe.epochs)
+        is_best = False
+        if evaluate_now and info.is_main:
+            t1 = time.time()
+            res = results_to_json(evaluate_dataset(net, data, **eval_kwargs))
+            res['epoch'] = done
+            last_results = res
+            is_best = res['mAP'] > best_map
+            if is_best:
+                best_map, best_epoch = res['mAP'], done
+            log.write(dict(event='eval', **{k: v for k, v in res.items() if k != 'cmc'}, cmc=res['cmc'][:20],
+                           eval_time_s=round(time.time() - t1, 2)),
+                      echo=f'eval epoch {done}: mAP {100 * res["mAP"]:.1f}  rank-1 {100 * res["rank1"]:.1f}  '
+                           f'rank-5 {100 * res.get("rank5", float("nan")):.1f}  ({res["gallery_mode"]}, '
+                           f'{res["ap_mode"]} AP)')
+            atomic_write_text(output_dir / 'eval.json', json.dumps(res, indent=1) + '\n')
+        if info.is_main:
+            meta = {'epoch': done, 'recipe': recipe.name, 'dataset': data.name, 'source_weights': source_weights}
+            if is_best:
+                atomic_write_text(output_dir / 'best_eval.json', json.dumps(res, indent=1) + '\n')
+                save_checkpoint(output_dir, 'best', net, None,
+                                dict(meta, mAP=res['mAP'], rank1=res['rank1']))
+            state = {'epoch': done, 'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
+                     'scaler': scaler.state_dict() if scaler is not None else None, 'recipe': recipe.to_dict(),
+                     'best_map': best_map, 'best_epoch': best_epoch, 'architecture': arch,
+                     'world_size': info.world_size}
+            save_checkpoint(output_dir, 'last', net, state, meta)
+        barrier()  # the other ranks wait for evaluation and checkpoints
+
+    hashes = all_gather_object(state_dict_sha256(net))
+    in_sync = len(set(hashes)) == 1
+    summary = {'event': 'done', 'epochs': recipe.epochs, 'last_epoch': last_epoch, 'best_mAP': best_map if best_epoch else None, 'best_epoch': best_epoch,
+               'results': {k: v for k, v in (last_results or {}).items() if k != 'cmc'} or None,
+               'state_sha256': hashes, 'ranks_in_sync': in_sync, 'output_dir': str(output_dir),
+               'last': str(output_dir / 'last.safetensors'),
+               'best': str(output_dir / 'best.safetensors') if best_epoch else None}
+    if not in_sync and info.is_main:
+        _logger.warning(f'the ranks\' weights differ at the end of training: {hashes}')
+    log.write(summary, echo=f'done: {output_dir}' + (f' (best mAP {100 * best_map:.1f} at epoch {best_epoch})'
+                                                      if best_epoch else ''))
+
+    if push_to_hub and info.is_main:
+        from .hub import push_checkpoint
+        best = summary['best'] is not None
+        src = summary['best'] or summary['last']
+        results = output_dir / ('best_eval.json' if best else 'eval.json')
+        commit = push_checkpoint(src, push_to_hub, results=results if results.is_file() else None,
+                                 dataset=data.name, commit_message=f'{arch} trained on {data.name} '
+                                                                   f'({recipe.name} recipe)')
+        summary['hub_commit'] = commit.oid
+        print(f'Pushed {src} to {push_to_hub} at commit {commit.oid}: m3d_zoo.create_model('
+              f'"hf-hub:{push_to_hub}@{commit.oid}", pretrained=True)', flush=True)
+    barrier()
+    return summary
+
+
+def _source_weights(spec, pretrained, pretrained_file, net, ckpt) -> str:
+    """What the trained weights started from, for the model card."""
+    if ckpt is not None and ckpt.metadata.get('source_weights'):
+        return ckpt.metadata['source_weights']
+    if isinstance(spec, str) and (spec.startswith(('hf-hub:', 'local-dir:')) or _is_path(spec)):
+        return spec
+    if pretrained_file:
+        return f'file {os.path.basename(str(pretrained_file))}'
+    if pretrained:
+        return (getattr(net, 'pretrained_cfg', None) or {}).get('hf_hub_id') or 'ImageNet'
+    return 'random initialisation'

@@ -1,0 +1,152 @@
+"""`m3d-zoo` commands: train, extract, evaluate (table + CMC PNG), list, export, push, and their input errors."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+from huggingface_hub import HfApi, hf_hub_download
+
+import m3d_zoo
+from m3d_zoo.cli import main
+from m3d_zoo.data import make_synthetic_gait
+from m3d_zoo.engine import load_embeddings
+
+TRAIN = ['--dataset', 'folder', '--epochs', '1', '--batch-size', '4', '--num-instances', '2', '--num-frames', '4',
+         '--img-size', '32', '16', '--workers', '0', '--no-progress', '--device', 'cpu', '--eval-interval', '1',
+         '--eval-max-clips', '1', '--model-kwargs', 'temporal_strides=1,1,1,1']
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # see tests/test_engine.py
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='module')
+def gait(tmp_path_factory):
+    root = tmp_path_factory.mktemp('cli') / 'gait'
+    make_synthetic_gait(str(root), num_ids=8, num_train_ids=4, tracklets_per_id=3, length=8, size=(32, 16), seed=1)
+    return str(root)
+
+
+@pytest.fixture(scope='module')
+def trained(gait, tmp_path_factory):
+    out = tmp_path_factory.mktemp('cli') / 'run'
+    assert main(['train', '--model', 'm3d_resnet18', '--root', gait, '--output', str(out)] + TRAIN) == 0
+    return out
+
+
+def test_train_writes_checkpoints_metrics_and_eval(trained):
+    for name in ('last.safetensors', 'best.safetensors', 'eval.json', 'best_eval.json', 'metrics.jsonl',
+                 'recipe.json'):
+        assert (trained / name).is_file(), name
+    events = [json.loads(line)['event'] for line in (trained / 'metrics.jsonl').read_text().splitlines()]
+    assert events == ['config', 'epoch', 'eval', 'done']
+    res = json.loads((trained / 'eval.json').read_text())
+    assert 0 <= res['mAP'] <= 1 and res['ap_mode'] == 'standard' and len(res['cmc']) == 20
+
+
+def test_extract_and_evaluate(trained, gait, tmp_path, capsys):
+    emb = tmp_path / 'emb.safetensors'
+    assert main(['extract', '--model', str(trained / 'last.safetensors'), '--dataset', 'folder', '--root', gait,
+                 '--output', str(emb), '--workers', '0', '--device', 'cpu', '--img-size', '32', '16',
+                 '--max-clips', '1']) == 0
+    data = load_embeddings(emb)
+    assert data['embeddings'].shape == (12, 512) and data['pids'].shape == data['camids'].shape == (12,)
+    assert (data['split'] == 0).sum() == 4 and (data['split'] == 1).sum() == 8
+    assert json.loads(data['metadata']['tracklets'])[0].endswith('c1_t001')
+
+    png = tmp_path / 'cmc.png'
+    results = tmp_path / 'res.json'
+    capsys.readouterr()
+    assert main(['evaluate', str(emb), '--cmc-png', str(png), '--results', str(results)]) == 0
+    text = capsys.readouterr().out
+    assert '| mAP |' in text and '| Rank-1 |' in text and 'non-interpolated AP' in text
+    with Image.open(png) as im:
+        assert im.format == 'PNG' and im.size == (640, 480)
+        assert len(im.convert('RGB').getcolors(maxcolors=1 << 16)) > 3  # axes, text and a coloured curve, not a blank canvas
+    # the file's numbers are those of the run's own evaluation (same model, protocol and clips)
+    assert json.loads(results.read_text())['mAP'] == pytest.approx(
+        json.loads((trained / 'eval.json').read_text())['mAP'], abs=1e-6)
+
+    # plain tracklet folders, and the query/gallery given as two files
+    q = tmp_path / 'q.safetensors'
+    assert main(['extract', '--model', str(trained), '--tracklets', f'{gait}/query', '--output', str(q),
+                 '--workers', '0', '--device', 'cpu', '--img-size', '32', '16']) == 0
+    qd = load_embeddings(q)
+    assert qd['pids'].tolist() == [5, 6, 7, 8] and qd['camids'].tolist() == [1, 1, 1, 1]
+    assert (qd['split'] == -1).all()
+    g = tmp_path / 'g.safetensors'
+    assert main(['extract', '--model', str(trained), '--tracklets', f'{gait}/gallery', '--output', str(g),
+                 '--workers', '0', '--device', 'cpu', '--img-size', '32', '16']) == 0
+    assert main(['evaluate', str(q), '--gallery', str(g), '--cmc-png', str(tmp_path / 'c2.png')]) == 0
+
+
+def test_list(capsys):
+    assert main(['list', 'm3d_resnet*']) == 0
+    assert sorted(capsys.readouterr().out.split()) == ['m3d_resnet101', 'm3d_resnet18', 'm3d_resnet34',
+                                                       'm3d_resnet50']
+    assert main(['list']) == 0
+    out = capsys.readouterr().out
+    assert 'two_stream_m3d' in out and 'recipes: modern, paper' in out
+
+
+def test_export_is_wired(tmp_path, monkeypatch):
+    """`m3d-zoo export` hands the model and options to m3d_zoo.export.export_model."""
+    import sys
+    import types
+    calls = {}
+
+    def export_model(model, output, **kw):
+        calls.update(model=model, output=output, **kw)
+        return output
+    monkeypatch.setitem(sys.modules, 'm3d_zoo.export', types.SimpleNamespace(export_model=export_model))
+    assert main(['export', '--model', 'c2d_resnet18', '--output', str(tmp_path / 'm.onnx'), '--num-frames', '4',
+                 '--img-size', '64', '32', '--static-batch']) == 0
+    assert calls['format'] == 'onnx' and calls['num_frames'] == 4 and calls['input_size'] == (64, 32)
+    assert calls['dynamic_batch'] is False and calls['fuse'] is True and calls['model'].num_classes == 0
+
+
+def test_push_to_hub_after_training(gait, tmp_path, hub_server, hub_repo_id):
+    out = tmp_path / 'run'
+    assert main(['train', '--model', 'c2d_resnet18', '--root', gait, '--output', str(out),
+                 '--push-to-hub', hub_repo_id] + TRAIN[:-2]) == 0
+    files = HfApi().list_repo_files(hub_repo_id)
+    assert {'config.json', 'model.safetensors', 'README.md'} <= set(files)
+    loaded = m3d_zoo.create_model(f'hf-hub:{hub_repo_id}', pretrained=True).eval()
+    best = m3d_zoo.engine.model_from_checkpoint(out / 'best.safetensors').eval()
+    x = torch.randn(1, 3, 4, 32, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), best(x))
+    with open(hf_hub_download(hub_repo_id, 'README.md')) as f:
+        card = f.read()
+    assert 'Rank-1 (%)' in card and 'batch-hard triplet' in card and 'random initialisation' in card
+
+
+def test_push_command(trained, hub_server, hub_repo_id):
+    assert main(['push', '--checkpoint', str(trained / 'best.safetensors'), '--repo-id', hub_repo_id,
+                 '--results', str(trained / 'best_eval.json'), '--drop-classifier']) == 0
+    loaded = m3d_zoo.create_model(f'hf-hub:{hub_repo_id}', pretrained=True)
+    assert loaded.num_classes == 0
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['train', '--model', 'm3d_resnet18', '--root', '/nonexistent/data'] + TRAIN, 'folder not found: /nonexistent'),
+    (['train', '--model', 'm3d_resnet18', '--recipe', 'fast', '--root', '.'] + TRAIN, "Unknown recipe 'fast'"),
+    (['train', '--model', 'm3d_resnt18', '--root', '{gait}'] + TRAIN, "Unknown m3d_zoo model 'm3d_resnt18'"),
+    (['train', '--model', 'm3d_resnet18', '--root', '{gait}'] + TRAIN + ['--batch-size', '12'],
+     'needs P = 6 identities per batch, but gait has 4 training identities'),
+    (['train', '--root', '{gait}'] + TRAIN, 'train needs --model NAME'),
+    (['train', '--model', 'm3d_resnet18', '--resume', '/nonexistent/last.safetensors', '--root', '{gait}'] + TRAIN,
+     'Checkpoint /nonexistent/last.safetensors does not exist'),
+    (['evaluate'], 'evaluate needs an embeddings file'),
+    (['extract', '--model', 'm3d_resnet18', '--dataset', 'mars', '--root', '/nonexistent', '-o', 'x.safetensors'],
+     'MARS'),
+])
+def test_input_errors_are_one_clear_message(argv, message, gait, capsys):
+    argv = [a.replace('{gait}', gait) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and 'Traceback' not in err, err

@@ -1,0 +1,249 @@
+"""Training engine: recipes, losses, optimizer groups, atomic checkpoints, exact resume and bad-input errors."""
+import errno
+import json
+import os
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import m3d_zoo
+from m3d_zoo.data import make_synthetic_gait
+from m3d_zoo.engine import (
+    CheckpointError, ReidLoss, TrainingError, TrainRecipe, UnknownRecipeError, batch_hard_triplet_loss,
+    build_optimizer, get_recipe, load_checkpoint, save_checkpoint, train)
+from m3d_zoo.engine import checkpoint as ckpt_mod
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine, two spinning OpenMP threads per process are several times
+    slower than one, and these runs are too small to gain from two."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# A run small enough for a test: 32x16 frames, 4-frame clips, batches of 2 identities x 2 tracklets.
+TINY = dict(epochs=2, batch_size=4, num_instances=2, num_frames=4, input_size=(32, 16), eval_interval=0,
+            warmup_epochs=1, decay_epochs=[1], eval_max_clips=1)
+TINY_MODEL = dict(temporal_strides=(1, 1, 1, 1))
+
+
+@pytest.fixture(scope='module')
+def gait_root(tmp_path_factory):
+    """A tiny order-only synthetic set in the generic folder layout: 6 train ids, 3 test ids."""
+    root = tmp_path_factory.mktemp('gait') / 'gait'
+    make_synthetic_gait(str(root), num_ids=9, num_train_ids=6, tracklets_per_id=3, length=8, size=(32, 16),
+                        seed=0)
+    return str(root)
+
+
+def _run(gait_root, out, model='m3d_resnet18', **kw):
+    args = dict(TINY, **kw)
+    opts = {k: args.pop(k) for k in ('resume', 'push_to_hub') if k in args}
+    return train(model, 'folder', root=gait_root, recipe=args.pop('recipe', 'modern'), output_dir=out,
+                 model_kwargs=args.pop('model_kwargs', TINY_MODEL), device='cpu', num_workers=0, progress=False,
+                 **opts, **args)
+
+
+def _weights(path):
+    with safe_open(str(path), framework='pt') as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Recipes, losses, optimizer
+
+
+def test_paper_and_modern_recipes():
+    paper = get_recipe('paper')
+    assert (paper.opt, paper.lr, paper.head_lr_mult, paper.weight_decay, paper.num_frames) == ('sgd', 0.01, 10, 5e-4, 8)
+    assert paper.clip_sampling == 'consecutive' and paper.decay_epochs == [300] and paper.decay_rate == 0.1
+    assert paper.triplet_weight == 0 and paper.label_smoothing == 0 and paper.head == 'paper'
+    modern = get_recipe('modern')
+    assert modern.opt == 'adam' and modern.warmup_epochs > 0 and modern.sampler == 'pk'
+    assert modern.label_smoothing > 0 and modern.triplet_weight > 0 and modern.head == 'bnneck'
+    assert modern.hflip > 0 and modern.re_prob > 0
+    assert get_recipe('modern', lr=1e-3, epochs=None).lr == 1e-3  # None: flag not given, keep the recipe's
+    with pytest.raises(UnknownRecipeError, match="Unknown recipe 'fancy'; available: modern, paper"):
+        get_recipe('fancy')
+    with pytest.raises(ValueError, match='batch_size=30 must be a multiple of num_instances=4'):
+        get_recipe('modern', batch_size=30)
+    with pytest.raises(ValueError, match="triplet_weight=1.0 needs sampler='pk'"):
+        get_recipe('modern', sampler='random')
+
+
+def test_batch_hard_triplet():
+    y = torch.tensor([0, 0, 1, 1])
+    far = torch.tensor([[0., 0.], [0., 0.1], [10., 0.], [10., 0.1]])
+    loss, acc = batch_hard_triplet_loss(far, y, margin=0.3)
+    assert loss.item() == 0 and acc.item() == 1
+    mixed = torch.tensor([[0., 0.], [10., 0.], [0., 0.1], [10., 0.1]])
+    loss, acc = batch_hard_triplet_loss(mixed, y, margin=0.3)
+    assert loss.item() > 9 and acc.item() == 0
+    # anchors without a positive in the batch are left out; none at all gives 0 with a graph
+    loss, _ = batch_hard_triplet_loss(torch.randn(3, 2, requires_grad=True), torch.tensor([0, 1, 2]))
+    assert loss.item() == 0 and loss.requires_grad
+
+
+def test_reid_loss_two_streams_sum_per_stream():
+    y = torch.tensor([0, 0, 1, 1])
+    logits = torch.randn(4, 2)
+    feat = torch.randn(4, 8)
+    fn = ReidLoss(ce_weight=1., label_smoothing=0.1, triplet_weight=1.)
+    single, _ = fn({'logits': logits, 'feat': feat}, y)
+    double, logs = fn({'logits': (logits, logits), 'feat': (feat, feat)}, y)
+    assert torch.allclose(double, 2 * single) and set(logs) >= {'loss', 'loss_ce', 'loss_triplet', 'acc'}
+
+
+def test_head_gets_ten_times_the_lr_in_the_paper_recipe():
+    model = m3d_zoo.create_model('m3d_resnet18', num_classes=5, head='paper')
+    opt = build_optimizer(model, get_recipe('paper'))
+    body, head = opt.param_groups
+    assert body['lr'] == 0.01 and head['lr'] == 0.1 and head['weight_decay'] == 5e-4
+    head_ids = {id(p) for p in model.head.parameters()}
+    assert {id(p) for p in head['params']} == head_ids
+    assert not head_ids & {id(p) for p in body['params']}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def test_checkpoint_roundtrip_and_metadata(tmp_path):
+    model = m3d_zoo.create_model('m3d_resnet18', num_classes=3, num_frames=4, temporal_strides=(1, 1, 1, 1))
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 3, 4, 32, 16)).sum().backward()
+    opt.step()
+    path = save_checkpoint(tmp_path, 'last', model, {'epoch': 3, 'optimizer': opt.state_dict()}, {'epoch': 3})
+    with safe_open(str(path), framework='pt') as f:
+        meta = f.metadata()
+    assert meta['architecture'] == 'm3d_resnet18' and json.loads(meta['model_args'])['num_frames'] == 4
+    ck = load_checkpoint(tmp_path)  # the output folder resolves to last.safetensors
+    assert ck.epoch == 3 and ck.architecture == 'm3d_resnet18'
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in ck.state_dict.items())
+    opt2 = torch.optim.Adam(model.parameters())
+    opt2.load_state_dict(ck.train_state['optimizer'])  # loaded with weights_only=True
+    # a second save replaces the state file; only the pair named by the weights remains
+    save_checkpoint(tmp_path, 'last', model, {'epoch': 4}, {'epoch': 4})
+    assert len(list(tmp_path.glob('last.state-*.pt'))) == 1 and load_checkpoint(tmp_path).epoch == 4
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    model = m3d_zoo.create_model('c2d_resnet18', num_classes=3)
+    save_checkpoint(tmp_path, 'last', model, {'epoch': 1}, {'epoch': 1})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1)
+
+    def fill_up(f, data):  # half the bytes go out, then the disk is full
+        f.write(data[:len(data) // 2])
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    for fail_on in ('.pt', '.safetensors'):  # the disk fills while writing the state, or the weights
+        real = ckpt_mod._write_chunks
+
+        def writer(f, data, fail_on=fail_on):
+            (fill_up if f.name.split('.tmp-')[0].endswith(fail_on) else real)(f, data)
+        monkeypatch.setattr(ckpt_mod, '_write_chunks', writer)
+        with pytest.raises(CheckpointError, match=r'disk is full.*Nothing was replaced: the previous checkpoint '
+                                                  r'.*last.safetensors \(epoch 1\) is intact'):
+            save_checkpoint(tmp_path, 'last', model, {'epoch': 2}, {'epoch': 2})
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary files left either
+        assert load_checkpoint(tmp_path).epoch == 1
+
+
+def test_kill_mid_save_leaves_a_consistent_checkpoint(tmp_path, monkeypatch):
+    """A kill after the new state file is written but before the weights are renamed: the old pair still loads."""
+    model = m3d_zoo.create_model('c2d_resnet18', num_classes=3)
+    save_checkpoint(tmp_path, 'last', model, {'epoch': 1}, {'epoch': 1})
+    real = ckpt_mod.atomic_write_bytes
+
+    def killed(path, data, keep_msg=None):
+        if str(path).endswith('.safetensors'):
+            raise KeyboardInterrupt  # as if killed before the rename
+        return real(path, data, keep_msg)
+    monkeypatch.setattr(ckpt_mod, 'atomic_write_bytes', killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 'last', model, {'epoch': 2}, {'epoch': 2})
+    assert load_checkpoint(tmp_path).epoch == 1
+
+
+def test_resume_continues_exactly(gait_root, tmp_path):
+    """Two epochs straight == one epoch, then --resume for the second (bitwise, on the CPU)."""
+    straight = _run(gait_root, tmp_path / 'straight')
+    assert straight['last_epoch'] == 2
+    _run(gait_root, tmp_path / 'split', epochs=1)
+    resumed = _run(gait_root, tmp_path / 'split', resume=tmp_path / 'split' / 'last.safetensors')
+    assert resumed['last_epoch'] == 2
+    a, b = _weights(tmp_path / 'straight' / 'last.safetensors'), _weights(tmp_path / 'split' / 'last.safetensors')
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    lines = [json.loads(x) for x in (tmp_path / 'split' / 'metrics.jsonl').read_text().splitlines()]
+    assert [x['epoch'] for x in lines if x['event'] == 'epoch'] == [1, 2]
+
+
+def test_resume_into_another_architecture_fails_clearly(gait_root, tmp_path):
+    _run(gait_root, tmp_path / 'run', epochs=1)
+    last = tmp_path / 'run' / 'last.safetensors'
+    before = last.read_bytes()
+    with pytest.raises(CheckpointError, match=r'it was trained as m3d_resnet18, not c2d_resnet18.*--model m3d_resnet18'):
+        _run(gait_root, tmp_path / 'run', model='c2d_resnet18', resume=last)
+    with pytest.raises(CheckpointError, match=r'model arguments differ \(.*num_frames: checkpoint 4 vs now 8'):
+        _run(gait_root, tmp_path / 'run', resume=last, num_frames=8)
+    assert last.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_batch_the_sampler_cannot_fill(gait_root, tmp_path):
+    with pytest.raises(TrainingError, match=r'needs P = 8 identities per batch, but gait has 6 training identities\. '
+                                            r'Use --batch-size <= 12'):
+        _run(gait_root, tmp_path / 'o', batch_size=16, num_instances=2)
+    with pytest.raises(TrainingError, match=r'--batch-size 64 cannot be filled from .* 18 training tracklets'):
+        _run(gait_root, tmp_path / 'o', recipe='paper', batch_size=64)
+    assert not (tmp_path / 'o' / 'last.safetensors').exists()
+
+
+def test_wrong_root_unknown_model_and_recipe(tmp_path, gait_root):
+    from m3d_zoo.data import DatasetError
+    with pytest.raises(DatasetError, match='folder not found'):
+        train('m3d_resnet18', 'folder', root=str(tmp_path / 'nope'), output_dir=tmp_path / 'o', device='cpu')
+    with pytest.raises(m3d_zoo.UnknownModelError, match="Unknown m3d_zoo model 'm3d_resnet19'.*Did you mean"):
+        _run(gait_root, tmp_path / 'o', model='m3d_resnet19')
+    with pytest.raises(UnknownRecipeError, match='available: modern, paper'):
+        _run(gait_root, tmp_path / 'o', recipe='fast')
+
+
+def test_recipe_dataclass_rejects_bad_values():
+    with pytest.raises(ValueError, match="opt='lamb' must be 'sgd', 'adam' or 'adamw'"):
+        TrainRecipe(opt='lamb')
+    with pytest.raises(ValueError, match='unknown recipe field'):
+        get_recipe('paper', learning_rate=1)
+
+
+def test_weights_only_checkpoint_cannot_be_resumed(gait_root, tmp_path):
+    _run(gait_root, tmp_path / 'run', epochs=1, eval_interval=1)
+    assert (tmp_path / 'run' / 'best.safetensors').exists() and (tmp_path / 'run' / 'best_eval.json').exists()
+    with pytest.raises(CheckpointError, match='weights only.*cannot be resumed'):
+        _run(gait_root, tmp_path / 'run', resume=tmp_path / 'run' / 'best.safetensors')
+
+
+def test_checkpoint_releases_with_hub_release_tool(gait_root, tmp_path):
+    """hub/release.py reads the engine's checkpoint (architecture and model_args from its metadata)."""
+    import importlib.util
+    _run(gait_root, tmp_path / 'run', epochs=1, eval_interval=1)
+    spec = importlib.util.spec_from_file_location(
+        'm3d_zoo_hub_release', os.path.join(os.path.dirname(os.path.dirname(__file__)), 'hub', 'release.py'))
+    release = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(release)
+    folder, repo_id = release.build_release(str(tmp_path / 'run' / 'best.safetensors'),
+                                            str(tmp_path / 'run' / 'best_eval.json'), str(tmp_path / 'rel'),
+                                            dataset='gait')
+    assert repo_id.endswith('m3d_resnet18.gait')
+    assert 'Rank-1 (%)' in (folder / 'README.md').read_text()
