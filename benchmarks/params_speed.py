@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+""" Table 1 of the paper, reproduced: model size, GFLOPs and speed of 2D, I3D, P3D-A/B/C and M3D (+ extra rows).
+
+    python benchmarks/params_speed.py                      # CPU, ResNet-50, 256x128, 8 and 16 frames, Markdown
+    python benchmarks/params_speed.py --device cuda --dtype bf16 --channels-last --compile --batch-size 8
+    python benchmarks/params_speed.py --depth resnet18 --frames 8 --models c2d m3d m3d_fused --format json
+
+Sizes follow the paper's convention (float32 state dict in decimal MB with the 128-d head and a 625-way classifier,
+`m3d_zoo.paper_size_mb`). GFLOPs per clip come from torch's own counter (`torch.utils.flop_counter`, a multiply-add
+counts 2). Speed is timed in rounds: each round runs every model once (after a warm-up), models alternating, so that a
+slow moment of a shared machine hits all of them; each row reports the median over rounds. Speed relative to the 2D
+net is the median of the per-round ratios: 3D clips/s / 2D clips/s at the same number of frames per clip, the paper's
+2D rate being 796 frames/s, i.e. 796 / T clips/s.
+"""
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import m3d_zoo
+
+# Table 1 (TITAN X, 256x128): sizes in MB and clips/s at 8 and 16 frames; the 2D net runs 796 frames/s.
+PAPER_2D_FPS = 796.
+PAPER = {
+    'c2d': dict(size=95.7, clips={8: PAPER_2D_FPS / 8, 16: PAPER_2D_FPS / 16}),
+    'i3d': dict(size=186.3, clips={8: 81.0, 16: 38.7}),
+    'p3d_a': dict(size=110.9, clips={8: 90.1, 16: 46.9}),
+    'p3d_b': dict(size=110.9, clips={8: 93.9, 16: 48.7}),
+    'p3d_c': dict(size=110.9, clips={8: 87.6, 16: 45.4}),
+    'm3d': dict(size=99.9, clips={8: 98.3, 16: 49.1}),
+}
+
+# Row key -> (label, family, extra model args, fuse). The 2D row must come first: it is every ratio's reference.
+ROWS = {
+    'c2d': ('2D', 'c2d', {}, False),
+    'i3d': ('I3D', 'i3d', {}, False),
+    'p3d_a': ('P3D-A', 'p3d_a', {}, False),
+    'p3d_b': ('P3D-B', 'p3d_b', {}, False),
+    'p3d_c': ('P3D-C', 'p3d_c', {}, False),
+    'm3d': ('M3D', 'm3d', {}, False),
+    'm3d_fused': ('M3D fused', 'm3d', {}, True),
+    'm3d_s1': ('M3D strides 1', 'm3d', dict(temporal_strides=(1, 1, 1, 1)), False),
+    'm3d_s1_fused': ('M3D strides 1 fused', 'm3d', dict(temporal_strides=(1, 1, 1, 1)), True),
+    'm3d_ral': ('M3D+RAL', 'm3d_ral', {}, False),
+    'two_stream': ('Two-stream', 'two_stream_m3d', {}, False),
+}
+DEFAULT_ROWS = list(ROWS)
+FLOP_RATE_TARGET = 0.8  # every 3D model's GFLOP/s >= 0.8 x the 2D net's
+M3D_TIME_TARGET = 1.15  # M3D's time per clip <= 1.15 x the 2D net's
+
+
+def model_name(family: str, depth: str) -> str:
+    if family == 'two_stream_m3d':
+        return family if depth == 'resnet50' else f'{family}_{depth}'
+    return f'{family}_{depth}'
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    elif device.type != 'cpu' and hasattr(torch, device.type) and hasattr(getattr(torch, device.type), 'synchronize'):
+        getattr(torch, device.type).synchronize()
+
+
+def machine_info(device: torch.device) -> Dict[str, Any]:
+    info = dict(
+        python=platform.python_version(), torch=torch.__version__, platform=platform.platform(),
+        cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(), threads=torch.get_num_threads(),
+        device=str(device))
+    try:
+        with open('/proc/cpuinfo') as f:
+            names = [ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name')]
+        if names:
+            info['cpu'] = names[0]
+    except OSError:
+        pass
+    if device.type == 'cuda':
+        info['device_name'] = torch.cuda.get_device_name(device)
+    return info
+
+
+def build(row: str, args: argparse.Namespace, frames: int, device: torch.device):
+    label, family, extra, fuse = ROWS[row]
+    name = model_name(family, args.depth)
+    kwargs = dict(num_frames=frames, head='paper', embed_dim=128)
+    if family != 'c2d':
+        if args.temporal_strides is not None:
+            kwargs['temporal_strides'] = args.temporal_strides
+        kwargs.update(extra)
+    size = m3d_zoo.paper_size_mb(name, **kwargs)
+    model = m3d_zoo.create_model(name, num_classes=0, **kwargs).eval()  # the test embedding, as deployed
+    if fuse:
+        model.fuse()
+    model = model.to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    return name, kwargs, size, model
+
+
+def count_gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """GFLOPs of one clip, by torch's flop counter on the eager model (a multiply-add is 2 FLOPs)."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x[:1])
+    return counter.get_total_flops() / 1e9
+
+
+def run(args: argparse.Namespace, log=print) -> Dict[str, Any]:
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)[args.dtype]
+    rows = list(dict.fromkeys(args.models))
+    if rows[0] != 'c2d':
+        rows = ['c2d'] + [r for r in rows if r != 'c2d']  # the 2D net is every ratio's reference
+    H, W = args.img_size
+    results = []
+    n_steps = len(rows) * len(args.frames)
+    step = 0
+    for frames in args.frames:
+        x = torch.randn(args.batch_size, 3, frames, H, W, device=device)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        entries = []
+        for row in rows:
+            step += 1
+            name, kwargs, size, model = build(row, args, frames, device)
+            log(f'[{step}/{n_steps}] T={frames} {ROWS[row][0]}: {name} built, counting FLOPs')
+            gflops = count_gflops(model, x)
+            fn = torch.compile(model, mode=args.compile_mode) if args.compile else model
+            entries.append(dict(row=row, name=name, kwargs=kwargs, size=size, gflops=gflops, fn=fn, times=[]))
+        autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+        with torch.no_grad(), autocast:
+            for e in entries:  # warm-up (and compilation)
+                for _ in range(args.warmup):
+                    e['fn'](x)
+                synchronize(device)
+            for r in range(args.rounds):
+                # Alternate the models within a round; a round's order reverses every other round (no model always
+                # runs right after the same neighbour).
+                order = entries if r % 2 == 0 else entries[::-1]
+                for e in order:
+                    synchronize(device)
+                    t0 = time.perf_counter()
+                    for _ in range(args.iters):
+                        e['fn'](x)
+                    synchronize(device)
+                    e['times'].append((time.perf_counter() - t0) / (args.iters * args.batch_size))
+                log(f'  T={frames} round {r + 1}/{args.rounds}: ' + ', '.join(
+                    f"{ROWS[e['row']][0]} {e['times'][-1] * 1e3:.0f} ms" for e in entries))
+        ref = entries[0]
+        for e in entries:
+            t = statistics.median(e['times'])
+            rel = statistics.median(a / b for a, b in zip(ref['times'], e['times']))  # clips/s over 2D's, per round
+            # The paper's numbers are ResNet-50's, at 8 and 16 frames, default strides.
+            paper_setting = args.depth == 'resnet50' and args.temporal_strides in (None, (1, 2, 2, 2))
+            paper = PAPER.get(e['row']) if paper_setting else None
+            paper_rel = None
+            if paper is not None:
+                paper_rel = paper['clips'].get(frames, math.nan) / (PAPER_2D_FPS / frames)
+            results.append(dict(
+                row=e['row'], label=ROWS[e['row']][0], model=e['name'], frames=frames,
+                temporal_strides=list(e['kwargs'].get('temporal_strides') or ([1] * 4 if e['row'] == 'c2d' else [])),
+                fused=ROWS[e['row']][3],
+                size_mb=round(e['size'], 2),
+                paper_size_mb=paper['size'] if paper is not None else None,
+                gflops=round(e['gflops'], 2),
+                ms_per_clip=round(t * 1e3, 2),
+                clips_per_s=round(1 / t, 3),
+                frames_per_s=round(frames / t, 2),
+                gflop_per_s=round(e['gflops'] / t, 2),
+                rel_throughput=round(rel, 3),
+                paper_clips_per_s=paper['clips'].get(frames) if paper_rel is not None else None,
+                paper_rel_throughput=round(paper_rel, 3) if paper_rel is not None else None,
+                flop_rate_vs_2d=round((e['gflops'] / t) / (ref['gflops'] / statistics.median(ref['times'])), 3),
+                time_vs_2d=round(1 / rel, 3),
+            ))
+        del entries
+    settings = dict(
+        device=args.device, depth=args.depth, batch_size=args.batch_size, frames=args.frames, img_size=[H, W],
+        dtype=args.dtype, channels_last=args.channels_last, compile=args.compile, warmup=args.warmup,
+        iters=args.iters, rounds=args.rounds, temporal_strides=args.temporal_strides)
+    return dict(machine=machine_info(device), settings=settings, rows=results, checks=checks(results))
+
+
+def checks(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The issue's speed targets, evaluated on this run."""
+    out = []
+    for r in results:
+        if r['row'] == 'c2d':
+            continue
+        out.append(dict(
+            check=f"T={r['frames']} {r['label']}: GFLOP/s >= {FLOP_RATE_TARGET} x 2D", value=r['flop_rate_vs_2d'],
+            ok=r['flop_rate_vs_2d'] >= FLOP_RATE_TARGET))
+        if r['row'].startswith('m3d') and not r['row'].startswith('m3d_ral'):
+            out.append(dict(
+                check=f"T={r['frames']} {r['label']}: time per clip <= {M3D_TIME_TARGET} x 2D", value=r['time_vs_2d'],
+                ok=r['time_vs_2d'] <= M3D_TIME_TARGET))
+    return out
+
+
+COLUMNS = [
+    ('Model', 'label'), ('T', 'frames'), ('Size MB', 'size_mb'), ('Paper MB', 'paper_size_mb'),
+    ('GFLOPs/clip', 'gflops'), ('ms/clip', 'ms_per_clip'), ('clips/s', 'clips_per_s'), ('frames/s', 'frames_per_s'),
+    ('GFLOP/s', 'gflop_per_s'), ('GFLOP/s vs 2D', 'flop_rate_vs_2d'), ('Speed vs 2D', 'rel_throughput'),
+    ('Paper vs 2D', 'paper_rel_throughput'), ('Paper clips/s', 'paper_clips_per_s'),
+]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return '-'
+    if isinstance(v, float):
+        return f'{v:.3f}' if abs(v) < 10 else f'{v:.1f}'
+    return str(v)
+
+
+def to_markdown(report: Dict[str, Any]) -> str:
+    m, s = report['machine'], report['settings']
+    lines = [
+        f"Device: {m.get('device_name', m['cpu'])} ({m['device']}, {m['threads']} threads), torch {m['torch']}; "
+        f"{s['depth']}, batch {s['batch_size']}, {s['img_size'][0]}x{s['img_size'][1]}, {s['dtype']}"
+        f"{', channels-last-3d' if s['channels_last'] else ''}{', compiled' if s['compile'] else ''}; "
+        f"median of {s['rounds']} rounds x {s['iters']} iteration(s) after {s['warmup']} warm-up.",
+        '',
+        '| ' + ' | '.join(c for c, _ in COLUMNS) + ' |',
+        '|' + '|'.join('---' if k == 'label' else '---:' for _, k in COLUMNS) + '|',
+    ]
+    for r in report['rows']:
+        lines.append('| ' + ' | '.join(_fmt(r[k]) for _, k in COLUMNS) + ' |')
+    if report['checks']:
+        lines += ['', 'Targets:', '']
+        lines += [f"- {c['check']}: {c['value']:.3f} {'ok' if c['ok'] else 'MISSED'}" for c in report['checks']]
+    return '\n'.join(lines)
+
+
+def to_csv(report: Dict[str, Any]) -> str:
+    buf = io.StringIO()
+    keys = [k for k in report['rows'][0] if k != 'temporal_strides'] if report['rows'] else []
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction='ignore', lineterminator='\n')
+    writer.writeheader()
+    writer.writerows(report['rows'])
+    return buf.getvalue()
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0].strip(), formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1, ... (default: cpu)')
+    p.add_argument('--depth', default='resnet50', choices=('resnet18', 'resnet34', 'resnet50', 'resnet101'),
+                   help="backbone depth (the paper's: resnet50)")
+    p.add_argument('--models', nargs='+', default=DEFAULT_ROWS, choices=list(ROWS), metavar='ROW',
+                   help=f"rows to run, of {', '.join(ROWS)} (default: all; c2d is always run, as the reference)")
+    p.add_argument('--frames', nargs='+', type=int, default=[8, 16], help='clip lengths (default: 8 16)')
+    p.add_argument('--batch-size', type=int, default=1, help='clips per forward (default: 1)')
+    p.add_argument('--img-size', nargs=2, type=int, default=(256, 128), metavar=('H', 'W'), help='default: 256 128')
+    p.add_argument('--dtype', default='fp32', choices=('fp32', 'bf16', 'fp16'), help='fp32, or bf16/fp16 autocast')
+    p.add_argument('--channels-last', action='store_true', help='channels_last_3d model and input')
+    p.add_argument('--compile', action='store_true', help='torch.compile every model (compilation in the warm-up)')
+    p.add_argument('--compile-mode', default=None, help="torch.compile mode, e.g. 'max-autotune'")
+    p.add_argument('--temporal-strides', type=lambda s: tuple(int(i) for i in s.split(',')), default=None,
+                   metavar='S1,S2,S3,S4', help="3D models' temporal strides (default: the released (1,2,2,2))")
+    p.add_argument('--warmup', type=int, default=1, help='untimed forwards per model (default: 1)')
+    p.add_argument('--iters', type=int, default=1, help='timed forwards per model and round (default: 1)')
+    p.add_argument('--rounds', type=int, default=5, help='timing rounds, models alternating (default: 5)')
+    p.add_argument('--threads', type=int, default=0, help='CPU threads (default: torch default)')
+    p.add_argument('--format', default='md', choices=('md', 'csv', 'json'), help='output format (default: md)')
+    p.add_argument('--output', default=None, help='also write the output to this file')
+    p.add_argument('--quiet', action='store_true', help='no progress on stderr')
+    args = p.parse_args(argv)
+    if args.rounds < 1 or args.iters < 1 or args.warmup < 0 or args.batch_size < 1:
+        p.error('--rounds, --iters and --batch-size must be >= 1, --warmup >= 0')
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    report = run(args, log=log)
+    report['wall_s'] = round(time.perf_counter() - t0, 1)
+    text = dict(md=to_markdown, csv=to_csv, json=lambda r: json.dumps(r, indent=2))[args.format](report)
+    print(text)
+    if args.output:
+        with open(args.output, 'w') as f:
+            f.write(text + '\n')
+    log(f'done in {report["wall_s"]:.0f} s')
+    return report
+
+
+if __name__ == '__main__':
+    main()
