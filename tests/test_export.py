@@ -104,7 +104,8 @@ def test_onnx_verify_and_static_batch(tmp_path):
 def test_torch_export_families(family, tmp_path):
     name = _name(family)
     model = _model(name)
-    path = export_model(model, tmp_path / f'{name}.pt2', format='torch_export', input_size=HW, verify=family == 'm3d_ral')
+    path = export_model(
+        model, tmp_path / f'{name}.pt2', format='torch_export', input_size=HW, verify=family == 'm3d_ral')
     program = torch.export.load(str(path))
     x = _clip(3, seed=1)
     with torch.no_grad():
