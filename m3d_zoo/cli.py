@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--opset', type=int, default=18)
     p.add_argument('--static-batch', action='store_true', help='fixed batch size (default dynamic)')
     p.add_argument('--no-fuse', action='store_true', help='keep the M3D kernels unfused')
+    p.add_argument('--verify', action='store_true', help='check the exported model against PyTorch')
     p.set_defaults(func=cmd_export)
 
     # -- push
@@ -359,7 +360,8 @@ def cmd_export(a) -> int:
     device = _device('cpu')
     model = _inference_model(a, device)
     path = export_model(model, a.output, format=a.format, num_frames=a.num_frames, input_size=tuple(a.img_size),
-                        batch_size=a.batch_size, opset=a.opset, dynamic_batch=not a.static_batch, fuse=not a.no_fuse)
+                        batch_size=a.batch_size, opset=a.opset, dynamic_batch=not a.static_batch, fuse=not a.no_fuse,
+                        verify=a.verify)
     print(f'exported {a.model} to {path}')
     return 0
 

@@ -66,7 +66,7 @@ def test_extract_and_evaluate(trained, gait, tmp_path, capsys):
     assert '| mAP |' in text and '| Rank-1 |' in text and 'non-interpolated AP' in text
     with Image.open(png) as im:
         assert im.format == 'PNG' and im.size == (640, 480)
-        assert len(im.convert('RGB').getcolors(maxcolors=1 << 16)) > 3  # axes, text and a coloured curve, not a blank canvas
+        assert len(im.convert('RGB').getcolors(maxcolors=1 << 16)) > 3  # axes, text and a curve: not blank
     # the file's numbers are those of the run's own evaluation (same model, protocol and clips)
     assert json.loads(results.read_text())['mAP'] == pytest.approx(
         json.loads((trained / 'eval.json').read_text())['mAP'], abs=1e-6)
@@ -106,7 +106,8 @@ def test_export_is_wired(tmp_path, monkeypatch):
     assert main(['export', '--model', 'c2d_resnet18', '--output', str(tmp_path / 'm.onnx'), '--num-frames', '4',
                  '--img-size', '64', '32', '--static-batch']) == 0
     assert calls['format'] == 'onnx' and calls['num_frames'] == 4 and calls['input_size'] == (64, 32)
-    assert calls['dynamic_batch'] is False and calls['fuse'] is True and calls['model'].num_classes == 0
+    assert calls['dynamic_batch'] is False and calls['fuse'] is True and calls['verify'] is False
+    assert calls['model'].num_classes == 0
 
 
 def test_push_to_hub_after_training(gait, tmp_path, hub_server, hub_repo_id):

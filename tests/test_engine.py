@@ -14,6 +14,7 @@ from m3d_zoo.engine import (
     build_optimizer, get_recipe, load_checkpoint, save_checkpoint, train)
 from m3d_zoo.engine import checkpoint as ckpt_mod
 
+
 @pytest.fixture(autouse=True, scope='module')
 def _one_thread():
     """One intra-op thread: on a shared 2-core machine, two spinning OpenMP threads per process are several times
@@ -190,7 +191,7 @@ def test_resume_into_another_architecture_fails_clearly(gait_root, tmp_path):
     _run(gait_root, tmp_path / 'run', epochs=1)
     last = tmp_path / 'run' / 'last.safetensors'
     before = last.read_bytes()
-    with pytest.raises(CheckpointError, match=r'it was trained as m3d_resnet18, not c2d_resnet18.*--model m3d_resnet18'):
+    with pytest.raises(CheckpointError, match=r'trained as m3d_resnet18, not c2d_resnet18.*--model m3d_resnet18'):
         _run(gait_root, tmp_path / 'run', model='c2d_resnet18', resume=last)
     with pytest.raises(CheckpointError, match=r'model arguments differ \(.*num_frames: checkpoint 4 vs now 8'):
         _run(gait_root, tmp_path / 'run', resume=last, num_frames=8)

@@ -236,7 +236,8 @@ def evaluate_dataset(
 
 
 def _labels(tracklets):
-    return (np.array([t.pid for t in tracklets], dtype=np.int64), np.array([t.camid for t in tracklets], dtype=np.int64))
+    return (np.array([t.pid for t in tracklets], dtype=np.int64),
+            np.array([t.camid for t in tracklets], dtype=np.int64))
 
 
 def evaluate_embeddings_file(

@@ -35,8 +35,9 @@ def model_card_for_run(
             losses.append(f'batch-hard triplet (margin {r.get("triplet_margin")})')
         card['training'] = {
             'recipe': r.get('name'), 'epochs': epochs if epochs is not None else r.get('epochs'),
-            'loss': ' + '.join(losses), 'optimizer': f'{r.get("opt")} lr {r.get("lr")} (head x{r.get("head_lr_mult")}), '
-                                                     f'weight decay {r.get("weight_decay")}',
+            'loss': ' + '.join(losses),
+            'optimizer': f'{r.get("opt")} lr {r.get("lr")} (head x{r.get("head_lr_mult")}), '
+                         f'weight decay {r.get("weight_decay")}',
             'lr schedule': f'x{r.get("decay_rate")} at epochs {r.get("decay_epochs")}'
                            + (f', {r["warmup_epochs"]} warm-up epochs' if r.get('warmup_epochs') else ''),
             'batch': (f'{r.get("batch_size")} clips = P {r["batch_size"] // r["num_instances"]} identities x K '

@@ -51,7 +51,7 @@ class TrainRecipe:
         re_prob: Random erasing probability.
         input_size: Frame (H, W).
         grad_clip: Clip the gradient norm to this value (None: no clipping).
-        eval_interval: Evaluate every this many epochs (0: only at the end).
+        eval_interval: Evaluate every this many epochs and after the last one (0: never).
         eval_max_clips: Cap on test clips per tracklet during training-time evaluation (None: all, the paper's).
         seed: Base seed (batches, clip sampling, augmentation, dropout).
     """

@@ -33,11 +33,10 @@ import torch
 import torch.nn as nn
 
 from m3d_zoo.data import ClipDataset, VideoReIDDataset, create_dataset, create_video_transform
-from m3d_zoo.data.base import DatasetError
 
 from .checkpoint import (
     CheckpointError, atomic_write_text, check_resume_compatible, load_checkpoint, model_from_checkpoint,
-    save_checkpoint, unwrap_model)
+    save_checkpoint)
 from .distributed import (
     DistInfo, RandomBatchSampler, SplitPKBatchSampler, all_gather_object, barrier, broadcast_buffers,
     cleanup_distributed, init_distributed, state_dict_sha256)
@@ -483,7 +482,8 @@ def _train(info, model_spec, dataset, root, recipe, output_dir, resume, pretrain
 
     hashes = all_gather_object(state_dict_sha256(net))
     in_sync = len(set(hashes)) == 1
-    summary = {'event': 'done', 'epochs': recipe.epochs, 'last_epoch': last_epoch, 'best_mAP': best_map if best_epoch else None, 'best_epoch': best_epoch,
+    summary = {'event': 'done', 'epochs': recipe.epochs, 'last_epoch': last_epoch,
+               'best_mAP': best_map if best_epoch else None, 'best_epoch': best_epoch,
                'results': {k: v for k, v in (last_results or {}).items() if k != 'cmc'} or None,
                'state_sha256': hashes, 'ranks_in_sync': in_sync, 'output_dir': str(output_dir),
                'last': str(output_dir / 'last.safetensors'),
