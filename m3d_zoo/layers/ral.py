@@ -11,6 +11,8 @@ from typing import Optional, Type
 import torch
 import torch.nn as nn
 
+from .temporal import Conv3d
+
 __all__ = ['ResidualAttention']
 
 
@@ -45,16 +47,19 @@ class ResidualAttention(nn.Module):
         # whole batch: the channel branch's C/16 units were all negative for every clip of a batch (the pooled input is
         # positive and alike across clips), so the branch got no gradient. BN first centres them, and makes a bias in
         # that conv redundant.
-        # 3D convs on singleton axes (not 2D ones), so that the model converts to channels_last_3d as a whole.
+        # 3D convs on singleton axes (not 2D ones), so that the model converts to channels_last_3d as a whole. Conv3d
+        # is nn.Conv3d with oneDNN's kernel on the CPU: PyTorch's default there, for these (B, C, 1, H, W) maps, is its
+        # reference kernel (the spatial branch's 3x3 conv took 30 ms of a 500 ms ResNet-50 forward).
         # S_m: temporal mean -> 3x3 conv C -> 1 -> BN -> ReLU -> 1x1 conv (Eq. 9-10).
         if 's' in branches:
             self.spatial = nn.Sequential(
-                nn.Conv3d(chs, 1, (1, 3, 3), padding=(0, 1, 1), bias=False), nn.BatchNorm3d(1), act_layer(), nn.Conv3d(1, 1, 1))
+                Conv3d(chs, 1, (1, 3, 3), padding=(0, 1, 1), bias=False), nn.BatchNorm3d(1), act_layer(),
+                Conv3d(1, 1, 1))
         # C_m: mean over T, H, W -> 1x1 conv C -> C/r -> BN -> ReLU -> 1x1 conv C/r -> C (Eq. 11-12).
         if 'c' in branches:
             mid = max(1, chs // reduction)
             self.channel = nn.Sequential(
-                nn.Conv3d(chs, mid, 1, bias=False), nn.BatchNorm3d(mid), act_layer(), nn.Conv3d(mid, chs, 1))
+                Conv3d(chs, mid, 1, bias=False), nn.BatchNorm3d(mid), act_layer(), Conv3d(mid, chs, 1))
         # T_m: mean over C, H, W -> T -> 2T -> BN -> ReLU -> 2T -> T ("same architecture as the channel branch").
         if 't' in branches:
             self.temporal = nn.Sequential(
