@@ -40,8 +40,9 @@ def _pose_ids(frames, templates):
 @pytest.fixture(scope='module')
 def gait(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('gait'))
+    # with the optional noise and jitter on, so that the tests cover them
     summary = make_synthetic_gait(root, num_ids=10, tracklets_per_id=3, length=16, size=SIZE, seed=0,
-                                  cycle=CYCLE, num_train_ids=4)
+                                  cycle=CYCLE, num_train_ids=4, noise=0.02, jitter=1)
     return root, summary, create_dataset('synthetic', root)
 
 
