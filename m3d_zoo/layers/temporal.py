@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-__all__ = ['Conv3d', 'TemporalConv', 'MultiScaleTemporal', 'TemporalPool', 'eq6_branches']
+__all__ = ['Conv3d', 'TemporalConv', 'temporal_conv', 'MultiScaleTemporal', 'TemporalPool', 'eq6_branches']
 
 
 def _cpu_fast_path(x: torch.Tensor) -> bool:
@@ -100,16 +100,29 @@ class TemporalConv(Conv3d):
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         if self.stride[1:] != (1, 1) or input.ndim != 5:
             return super()._conv_forward(input, weight, bias)
-        # A (k, 1, 1) kernel never mixes H and W: run it as a (k, 1) conv2d on (B, C, T, H * W), a free view in either
-        # memory format. Conv3d kernels handle these thin kernels poorly (CPU: 1.7x slower in oneDNN, 6x in the
-        # reference kernel at one thread); the 2D kernels do not.
-        H, W = input.shape[-2:]
-        x, w = input.flatten(3), weight.flatten(3)
-        if _cpu_fast_path(input):
-            y = torch.ops.aten.mkldnn_convolution(x, w, bias, self.padding[:2], self.stride[:2], self.dilation[:2], 1)
-        else:
-            y = F.conv2d(x, w, bias, self.stride[:2], self.padding[:2], self.dilation[:2])
-        return y.unflatten(3, (H, W))
+        return temporal_conv(input, weight, bias, self.stride[0], self.padding[0], self.dilation[0])
+
+
+def temporal_conv(
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: Optional[torch.Tensor] = None,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+) -> torch.Tensor:
+    """A (k, 1, 1) convolution of (B, C, T, H, W), computed as a (k, 1) conv2d on the free view (B, C, T, H * W).
+
+    A (k, 1, 1) kernel never mixes H and W, and Conv3d kernels handle these thin kernels poorly (CPU: 1.7x slower in
+    oneDNN, 6x in the reference kernel at one thread); the 2D kernels do not.
+    """
+    H, W = x.shape[-2:]
+    x2, w2 = x.flatten(3), weight.flatten(3)
+    if _cpu_fast_path(x):
+        y = torch.ops.aten.mkldnn_convolution(x2, w2, bias, (padding, 0), (stride, 1), (dilation, 1), 1)
+    else:
+        y = F.conv2d(x2, w2, bias, (stride, 1), (padding, 0), (dilation, 1))
+    return y.unflatten(3, (H, W))
 
 
 class TemporalPool(nn.Module):
@@ -131,12 +144,16 @@ class TemporalPool(nn.Module):
 
 
 class MultiScaleTemporal(nn.Module):
-    """The temporal part of an M3D layer (Eq. 4-5): y = S(x) + sum_i T_i(S(x)), T_i a (3, 1, 1) conv of dilation i.
+    """An M3D layer's temporal part (Eq. 4-5): y = S(x) + sum_i T_i(S(x)), T_i a (3, 1, 1) conv of dilation i.
 
     The module takes S(x), the spatial conv's output (after its BN and ReLU), and returns y. With `stride` 2 the
     2D path is temporally average-pooled and the temporal kernels are strided. With n = 1 this is P3D-C.
 
-    `fuse()` replaces the n dilated kernels by the single (2n+1, 1, 1) kernel they sum to (same output, one conv).
+    The parameters are the paper's n dilated kernels, but the forward pass runs one conv: the dilated kernels sum to a
+    single (2n+1, 1, 1) kernel, and the 2D path is a kernel too (the identity at the centre tap, or the temporal
+    average of a strided layer spread over the taps it reads). Assembling that kernel is differentiable, so training
+    sees exactly Eq. 4's function and gradients, at the cost of one conv instead of n convs, a pooling and n sums.
+    `fuse()` stores the assembled kernel as a plain conv, for inference and export.
 
     Args:
         chs: Channels of S(x).
@@ -152,39 +169,44 @@ class MultiScaleTemporal(nn.Module):
         self.stride = stride
         self.branches = nn.ModuleList([
             TemporalConv(chs, chs, 3, stride=stride, dilation=i + 1) for i in range(num_branches)])
-        self.pool = TemporalPool(stride) if stride > 1 else nn.Identity()
+        # The 2D path folds into the kernel when the taps it averages (t*s .. t*s + s-1) are among the 2n+1 read.
+        self.fold_2d = stride <= num_branches + 1
+        self.pool = nn.Identity() if self.fold_2d or stride == 1 else TemporalPool(stride)
+        self.register_buffer('eye', torch.eye(chs) / stride, persistent=False)
         self.fused: Optional[TemporalConv] = None
 
-    @torch.no_grad()
-    def fused_weight(self) -> torch.Tensor:
-        """The (C, C, 2n+1, 1, 1) kernel equal to the sum of the n dilated (3, 1, 1) kernels."""
+    def kernel(self) -> torch.Tensor:
+        """The (C, C, 2n+1, 1, 1) kernel of the layer: the n dilated kernels summed, plus the 2D path if folded."""
         n = self.num_branches
-        w0 = self.branches[0].weight
-        weight = w0.new_zeros(w0.shape[0], w0.shape[1], 2 * n + 1, 1, 1)
+        taps = [None] * (2 * n + 1)
         for i, conv in enumerate(self.branches):
             d = i + 1
             for a in (-1, 0, 1):  # Eq. 5: taps at t + a * d
-                weight[:, :, n + a * d] += conv.weight[:, :, a + 1]
-        return weight
+                w = conv.weight[:, :, a + 1, 0, 0]
+                taps[n + a * d] = w if taps[n + a * d] is None else taps[n + a * d] + w
+        if self.fold_2d:
+            for k in range(n, n + self.stride):  # identity (stride 1) or the mean of frames t*s .. t*s + s-1
+                taps[k] = taps[k] + self.eye.to(taps[n].dtype)
+        zero = torch.zeros_like(taps[n])
+        return torch.stack([zero if t is None else t for t in taps], dim=2)[..., None, None]
 
     @torch.no_grad()
     def fuse(self) -> 'MultiScaleTemporal':
-        """Merge the dilated kernels into one conv for inference; training after fusing is not supported."""
+        """Store the assembled kernel as one plain conv, for inference; training after fusing is not supported."""
         if self.fused is None:
-            w = self.fused_weight()
+            w = self.kernel()
             self.fused = TemporalConv(w.shape[1], w.shape[0], w.shape[2], stride=self.stride).to(w)
             self.fused.weight.copy_(w)
-            del self.branches
             self.branches = nn.ModuleList()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.pool(x)
         if self.fused is not None:
-            return out + self.fused(x)
-        for conv in self.branches:
-            out = out + conv(x)
-        return out
+            y = self.fused(x)
+        else:
+            n = self.num_branches
+            y = temporal_conv(x, self.kernel(), None, self.stride, n, 1)
+        return y if self.fold_2d else self.pool(x) + y
 
 
 def resolve_branches(
