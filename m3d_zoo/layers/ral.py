@@ -11,7 +11,7 @@ from typing import Optional, Type
 import torch
 import torch.nn as nn
 
-from .temporal import Conv3d
+from .temporal import Conv3d, _cpu_fast_path
 
 __all__ = ['ResidualAttention']
 
@@ -93,4 +93,7 @@ class ResidualAttention(nn.Module):
             t = self.temporal(x.mean(dim=(1, 3, 4))).view(B, 1, T, 1, 1)
             z = t if z is None else z * t
         # Eq. 7: half of x is always kept; the mask can at most double it.
+        if _cpu_fast_path(x) and not torch.is_grad_enabled() and z.shape == x.shape:
+            # Inference on the CPU: in place, so that the full-size mask is allocated once (not three times).
+            return z.sigmoid_().add_(0.5).mul_(x)
         return x * (0.5 + torch.sigmoid(z))

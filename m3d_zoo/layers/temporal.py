@@ -98,8 +98,12 @@ class TemporalConv(Conv3d):
             raise ValueError(f"Unknown temporal init '{self.init}', expected 'zero' or 'dirac'.")
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        if self.stride[1:] != (1, 1) or input.ndim != 5:
+        if input.ndim != 5:
             return super()._conv_forward(input, weight, bias)
+        if self.stride[1:] != (1, 1):
+            # A 1x1 spatial kernel with a spatial stride reads every s-th pixel: subsample, then convolve in time
+            # (P3D-B's parallel branch; the strided Conv3d path ran it 2x slower).
+            input = input[..., ::self.stride[1], ::self.stride[2]]
         return temporal_conv(input, weight, bias, self.stride[0], self.padding[0], self.dilation[0])
 
 
