@@ -176,7 +176,6 @@ class MultiScaleTemporal(nn.Module):
         # The 2D path folds into the kernel when the taps it averages (t*s .. t*s + s-1) are among the 2n+1 read.
         self.fold_2d = stride <= num_branches + 1
         self.pool = nn.Identity() if self.fold_2d or stride == 1 else TemporalPool(stride)
-        self.register_buffer('eye', torch.eye(chs) / stride, persistent=False)
         self.fused: Optional[TemporalConv] = None
 
     def kernel(self) -> torch.Tensor:
@@ -189,8 +188,10 @@ class MultiScaleTemporal(nn.Module):
                 w = conv.weight[:, :, a + 1, 0, 0]
                 taps[n + a * d] = w if taps[n + a * d] is None else taps[n + a * d] + w
         if self.fold_2d:
+            # A constant, made here rather than kept as a buffer: it is no state to save, load or randomise.
+            eye = torch.eye(taps[n].shape[0], dtype=taps[n].dtype, device=taps[n].device) / self.stride
             for k in range(n, n + self.stride):  # identity (stride 1) or the mean of frames t*s .. t*s + s-1
-                taps[k] = taps[k] + self.eye.to(taps[n].dtype)
+                taps[k] = taps[k] + eye
         zero = torch.zeros_like(taps[n])
         return torch.stack([zero if t is None else t for t in taps], dim=2)[..., None, None]
 
