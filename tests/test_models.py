@@ -4,7 +4,6 @@ import math
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
 
 import m3d_zoo
 

@@ -69,7 +69,7 @@ class ReidHead(nn.Module):
         return x.mean(dim=(2, 3, 4)) if x.ndim == 5 else x
 
     def features(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Pooled feature `feat` (for a metric loss), embedding `emb` (for retrieval), `pre_cls` (for the classifier)."""
+        """Pooled feature `feat` (for a metric loss), embedding `emb` (retrieval), `pre_cls` (classifier input)."""
         feat = self.pool(x)
         if self.head_type == 'paper':
             emb = self.fc(feat)

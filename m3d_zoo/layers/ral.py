@@ -43,10 +43,10 @@ class ResidualAttention(nn.Module):
             raise ValueError(f"RAL branches must be a non-empty combination of 's', 'c', 't', got '{branches}'.")
         self.branches = branches
         self.num_frames = num_frames
-        # Each branch is conv -> BN -> ReLU -> conv. The released order, conv -> ReLU -> BN, let the first conv die for a
-        # whole batch: the channel branch's C/16 units were all negative for every clip of a batch (the pooled input is
-        # positive and alike across clips), so the branch got no gradient. BN first centres them, and makes a bias in
-        # that conv redundant.
+        # Each branch is conv -> BN -> ReLU -> conv. The released order, conv -> ReLU -> BN, let the first conv die for
+        # a whole batch: the channel branch's C/16 units were all negative for every clip of a batch (the pooled input
+        # is positive and alike across clips), so the branch got no gradient. BN first centres them, and makes a bias
+        # in that conv redundant.
         # 3D convs on singleton axes (not 2D ones), so that the model converts to channels_last_3d as a whole. Conv3d
         # is nn.Conv3d with oneDNN's kernel on the CPU: PyTorch's default there, for these (B, C, 1, H, W) maps, is its
         # reference kernel (the spatial branch's 3x3 conv took 30 ms of a 500 ms ResNet-50 forward).

@@ -98,8 +98,8 @@ def inflate_state_dict(
             parts.append(f'{len(mismatched)} shapes that do not fit: {_fmt(mismatched)}')
         raise PretrainedMismatchError(
             f'The 2D checkpoint does not fit {type(model).__name__}: ' + '; '.join(parts) + '. Pass the 2D ImageNet '
-            f'ResNet of the same depth (torchvision/timm parameter names); a trained m3d_zoo model loads with '
-            f'create_model("local-dir:PATH") or create_model("hf-hub:ORG/NAME").')
+            'ResNet of the same depth (torchvision/timm parameter names); a trained m3d_zoo model loads with '
+            'create_model("local-dir:PATH") or create_model("hf-hub:ORG/NAME").')
     return out
 
 

@@ -122,7 +122,8 @@ class TwoStreamM3D(nn.Module):
         xs, xt = self._split(self.forward_features(x))
         s = self.spatial_stream.head.forward_train(xs)
         t = self.temporal_stream.head.forward_train(xt)
-        return dict(logits=(s['logits'], t['logits']), feat=(s['feat'], t['feat']), emb=torch.cat([s['emb'], t['emb']], 1))
+        return dict(
+            logits=(s['logits'], t['logits']), feat=(s['feat'], t['feat']), emb=torch.cat([s['emb'], t['emb']], 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

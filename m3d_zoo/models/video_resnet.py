@@ -13,7 +13,7 @@ Temporal operators, attached to the block's spatial 3x3 conv output S(x) (after 
     'multiscale'  S(x) + sum_i T_i(S(x)), dilations 1..n            M3D (Eq. 4-6); P3D-C is n = 1
 """
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
@@ -426,7 +426,8 @@ class VideoResNet(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error for an input the model cannot take."""
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f'Expected a torch.Tensor clip batch (B, {self.in_chans}, T, H, W), got {type(x).__name__}.')
+            raise TypeError(
+                f'Expected a torch.Tensor clip batch (B, {self.in_chans}, T, H, W), got {type(x).__name__}.')
         if x.ndim != 5:
             hint = ' For a single clip (C, T, H, W) use x.unsqueeze(0).' if x.ndim == 4 else ''
             raise ValueError(
