@@ -12,12 +12,13 @@ layer; same output) on a copy of the model: the caller's model is left as it was
 import copy
 import importlib.util
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+
+from ._io import atomic_path
 
 __all__ = ['export_model', 'export_onnx', 'export_program', 'verify_onnx', 'EXPORT_FORMATS']
 
@@ -68,16 +69,6 @@ def _dynamic_shapes(dynamic_batch: bool, batch_size: int):
     return ({0: torch.export.Dim('batch', min=1, max=4096)},)
 
 
-def _atomic_path(output: Path) -> Path:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{output.stem}.', suffix=f'.tmp{output.suffix}', dir=output.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; the export gets the usual permissions
-    return Path(tmp)
-
-
 def _output_name(model: nn.Module) -> str:
     return 'embeddings' if getattr(model, 'num_classes', 0) <= 0 else 'logits'
 
@@ -117,18 +108,13 @@ def export_onnx(
     output = Path(output)
     model, x = _prepare(model, num_frames, input_size, batch_size, fuse)
     dynamic_shapes = _dynamic_shapes(dynamic_batch, batch_size)
-    tmp = _atomic_path(output)
-    try:
-        with torch.no_grad():
-            program = torch.onnx.export(
-                model, (x,), dynamo=True, opset_version=opset, dynamic_shapes=dynamic_shapes,
-                input_names=['clips'], output_names=[_output_name(model)], verbose=False)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            model, (x,), dynamo=True, opset_version=opset, dynamic_shapes=dynamic_shapes,
+            input_names=['clips'], output_names=[_output_name(model)], verbose=False)
+    with atomic_path(output) as tmp:
         # One self-contained file (the largest zoo model is far below protobuf's 2 GB limit).
         program.save(str(tmp), external_data=False)
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     if verify:
         verify_onnx(output, model, x, dynamic_batch=dynamic_batch, atol=atol)
     return output
@@ -181,13 +167,8 @@ def export_program(
     model, x = _prepare(model, num_frames, input_size, batch_size, fuse)
     with torch.no_grad():
         program = torch.export.export(model, (x,), dynamic_shapes=_dynamic_shapes(dynamic_batch, batch_size))
-    tmp = _atomic_path(output)
-    try:
+    with atomic_path(output) as tmp:
         torch.export.save(program, str(tmp))
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     if verify:
         xv = torch.cat([x, x[:1].flip(2)]) if dynamic_batch else x
         with torch.no_grad():

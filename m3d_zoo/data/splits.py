@@ -4,12 +4,12 @@ The JSON keeps the full list of eligible person folders next to the splits, so t
 copy of the dataset (other folders, other frame filter) is detected instead of silently giving wrong identities.
 """
 import json
-import os
 import warnings
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .._io import atomic_path
 from .base import DatasetError, natural_key
 
 __all__ = ['make_random_splits', 'save_splits', 'load_splits', 'check_splits']
@@ -49,11 +49,8 @@ def save_splits(path: str, splits, persons: Sequence[str], dataset: str, source:
         format_version=SPLIT_FORMAT_VERSION, dataset=dataset, source=source, persons=list(persons),
         num_splits=len(splits), splits=splits, **meta)
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + '.tmp'
-        with open(tmp, 'w') as f:
+        with atomic_path(path) as tmp, open(tmp, 'w') as f:
             json.dump(data, f, indent=1)
-        os.replace(tmp, path)
         return True
     except OSError as e:
         warnings.warn(f'{dataset}: could not save the split file {path} ({e}); splits are not cached', stacklevel=2)

@@ -17,7 +17,6 @@ import errno
 import io
 import json
 import logging
-import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 import torch.nn as nn
 
+from .._io import atomic_path
 from ..version import __version__
 
 __all__ = [
@@ -62,20 +62,6 @@ def _write_chunks(f, data: bytes) -> None:
         f.write(view[i:i + _CHUNK])
 
 
-def _fsync_dir(directory: Path) -> None:
-    # the rename itself must reach the disk, or a power cut can bring the old name back
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _disk_error(path: Path, nbytes: int, e: OSError, keep: str) -> CheckpointError:
     try:
         free = f'{shutil.disk_usage(path.parent).free / 1e6:.1f} MB free'
@@ -96,21 +82,12 @@ def atomic_write_bytes(path: Union[str, Path], data: bytes, keep_msg: Optional[s
     On failure the temporary file is removed, `path` is untouched, and a `CheckpointError` says what happened.
     """
     path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp-{uuid.uuid4().hex[:8]}')
     keep = keep_msg or (f'the previous {path.name} is intact.' if path.exists() else f'{path.name} was not written.')
     try:
-        with open(tmp, 'wb') as f:
+        with atomic_path(path) as tmp, open(tmp, 'wb') as f:
             _write_chunks(f, data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise _disk_error(path, len(data), e, keep) from e
-    except BaseException:  # KeyboardInterrupt mid-write: no stray temporary file
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
     return path
 
 

@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
+from .._io import atomic_path, atomic_write_text
 from ..version import __version__
 
 __all__ = [
@@ -297,7 +298,8 @@ def save_pretrained(
         The folder.
     """
     from safetensors.torch import save_file
-    from timm.models import save_for_hf
+    # timm's config writer alone: its public save_for_hf would also write the weights, which are written once below
+    from timm.models._hub import save_config_for_hf
 
     save_directory = Path(save_directory)
     save_directory.mkdir(parents=True, exist_ok=True)
@@ -305,10 +307,7 @@ def save_pretrained(
     architecture = model.pretrained_cfg['architecture']
     source = _source_weights(model, source_weights)
 
-    # timm writes config.json in its own format; the zoo's model_args then replace timm's guess at the rebuild
-    # arguments, as timm adds ones (in_chans, global_pool) a zoo constructor need not take.
     model_card = dict(model_card or {})
-    save_for_hf(model, save_directory, model_args={'num_classes': model.num_classes}, safe_serialization=True)
     weights_path = save_directory / WEIGHTS_NAME
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {
@@ -320,21 +319,28 @@ def save_pretrained(
     }
     if 'num_frames' in args:
         metadata['num_frames'] = str(args['num_frames'])
-    save_file(state_dict, str(weights_path), metadata=metadata)
+    # Every file is replaced atomically, weights first: a crash never leaves a half-written file, and a config.json
+    # always describes complete weights (its sha256 tells an older config from the new weights).
+    with atomic_path(weights_path) as tmp:
+        save_file(state_dict, str(tmp), metadata=metadata)
 
     config_path = save_directory / CONFIG_NAME
-    config = json.loads(config_path.read_text())
+    # timm writes config.json in its own format; the zoo's model_args then replace timm's guess at the rebuild
+    # arguments, as timm adds ones (in_chans, global_pool) a zoo constructor need not take.
+    with TemporaryDirectory() as d:
+        save_config_for_hf(model, Path(d) / CONFIG_NAME, model_args={'num_classes': model.num_classes})
+        config = json.loads((Path(d) / CONFIG_NAME).read_text())
     config['model_args'] = args
     # notes describe the source checkpoint (e.g. 'not ReID-trained'), not these weights
     config.get('pretrained_cfg', {}).pop('notes', None)
     config['weights'] = {'file': WEIGHTS_NAME, 'format': 'safetensors', 'sha256': file_sha256(weights_path),
                          'size': weights_path.stat().st_size}
     config['m3d_zoo'] = {'version': __version__, 'source_weights': source, 'num_params': _num_params(model)}
-    config_path.write_text(json.dumps(config, indent=2) + '\n')
+    atomic_write_text(config_path, json.dumps(config, indent=2) + '\n')
 
     if write_card:
         card = generate_model_card(config, model_card, repo_id=repo_id or f'{HF_ORG}/{architecture}')
-        (save_directory / README_NAME).write_text(card, encoding='utf-8')
+        atomic_write_text(save_directory / README_NAME, card)
     return save_directory
 
 
