@@ -19,6 +19,8 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+from ._io import atomic_write_text
+
 __all__ = ['main', 'build_parser']
 
 _logger = logging.getLogger('m3d_zoo.cli')
@@ -336,8 +338,7 @@ def cmd_evaluate(a) -> int:
     save_cmc_png(png, {name: res['cmc']}, title=f'CMC: {name}')
     print(f'CMC curve: {png}')
     if a.results:
-        with open(a.results, 'w') as f:
-            json.dump(results_to_json(res), f, indent=1)
+        atomic_write_text(a.results, json.dumps(results_to_json(res), indent=1) + '\n')
         print(f'results: {a.results}')
     return 0
 

@@ -86,21 +86,22 @@ def warn_skipped(name: str, skipped: List[str], what: str = 'empty tracklets'):
         warnings.warn(f'{name}: skipped {len(skipped)} {what} ({shown})', stacklevel=3)
 
 
-def require_dir(path: str, dataset: str, layout: str, url: Optional[str] = None):
-    """ Raise a `DatasetError` that shows the expected layout if `path` is not a folder. """
-    if not os.path.isdir(path):
-        msg = f'{dataset}: folder not found: {path}\nExpected layout:\n{layout}'
+def _require(exists: bool, what: str, path: str, dataset: str, layout: str, url: Optional[str]):
+    if not exists:
+        msg = f'{dataset}: {what} not found: {path}\nExpected layout:\n{layout}'
         if url:
             msg += f'\nThe dataset is published at {url}'
         raise DatasetError(msg)
+
+
+def require_dir(path: str, dataset: str, layout: str, url: Optional[str] = None):
+    """ Raise a `DatasetError` that shows the expected layout if `path` is not a folder. """
+    _require(os.path.isdir(path), 'folder', path, dataset, layout, url)
 
 
 def require_file(path: str, dataset: str, layout: str, url: Optional[str] = None):
-    if not os.path.isfile(path):
-        msg = f'{dataset}: file not found: {path}\nExpected layout:\n{layout}'
-        if url:
-            msg += f'\nThe dataset is published at {url}'
-        raise DatasetError(msg)
+    """ Raise a `DatasetError` that shows the expected layout if `path` is not a file. """
+    _require(os.path.isfile(path), 'file', path, dataset, layout, url)
 
 
 @dataclass

@@ -5,6 +5,8 @@ from typing import Dict, Sequence, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .._io import atomic_path
+
 __all__ = ['save_cmc_png']
 
 _COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
@@ -67,6 +69,6 @@ def save_cmc_png(
         r1 = f' (R1 {100 * float(cmc[0]):.1f}%)' if len(cmc) else ''
         d.text((x1 - 125, ly), f'{label}{r1}', fill='black', font=font, anchor='lm')
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format='PNG')
+    with atomic_path(path) as tmp:
+        img.save(tmp, format='PNG')
     return path
