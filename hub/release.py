@@ -29,13 +29,11 @@ if str(_ROOT) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(_ROOT))
 
 import m3d_zoo  # noqa: E402
+from m3d_zoo.engine.hub import card_from_results  # noqa: E402
 from m3d_zoo.models._hub import CONFIG_NAME, HF_ORG, WEIGHTS_NAME, file_sha256, hub_errors, save_pretrained  # noqa: E402
 
 _STATE_KEYS = ('state_dict', 'model', 'model_state_dict', 'ema', 'state_dict_ema', 'model_ema')
 _ARCH_KEYS = ('architecture', 'arch', 'model_name')
-_METRICS = (('mAP', 'mAP'), ('mINP', 'mINP'), ('rank1', 'Rank-1'), ('rank5', 'Rank-5'), ('rank10', 'Rank-10'),
-            ('rank20', 'Rank-20'))
-
 
 def load_training_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Optional[str], Dict[str, Any]]:
     """Read a training checkpoint safely.
@@ -75,36 +73,6 @@ def _strip_prefixes(key: str) -> str:
         while key.startswith(prefix):
             key = key[len(prefix):]
     return key
-
-
-def card_from_results(results: Dict[str, Any], dataset: Optional[str] = None) -> Tuple[Dict[str, Dict], str]:
-    """Results of m3d_zoo.eval -> the card's metrics table ({dataset: {column: value}}) and protocol text."""
-    if any(k in results for k, _ in _METRICS):
-        if not dataset:
-            raise ValueError('the results are for one dataset: name it with --dataset')
-        results = {dataset: results}
-    metrics, protocol = {}, []
-    for name, res in results.items():
-        row = {}
-        for key, column in _METRICS:
-            if key in res:
-                value = f'{100 * res[key]:.1f}'
-                if f'{key}_std' in res:
-                    value += f' ± {100 * res[key + "_std"]:.1f}'
-                row[f'{column} (%)'] = value
-        metrics[name] = row
-        try:
-            from m3d_zoo.eval.metrics import AP_MODES
-        except ImportError:
-            AP_MODES = {}
-        parts = [AP_MODES.get(res.get('ap_mode'), res.get('ap_mode') or 'AP formula not recorded')]
-        parts.append(f"gallery: {res.get('gallery_mode') or 'as given'}")
-        if res.get('metric'):
-            parts.append(f"distance: {res['metric']}")
-        if res.get('num_splits'):
-            parts.append(f"mean ± std over {res['num_splits']} random splits")
-        protocol.append(f'- {name}: ' + '; '.join(parts))
-    return metrics, 'Evaluation protocol (m3d_zoo.eval):\n\n' + '\n'.join(protocol)
 
 
 def build_release(

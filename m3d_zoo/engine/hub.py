@@ -1,11 +1,40 @@
 """ From a training run to the Hub: model-card content from a recipe and evaluation results, and the push. """
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
-__all__ = ['model_card_for_run', 'push_checkpoint']
+from m3d_zoo.eval.metrics import AP_MODES
 
-_METRICS = (('mAP', 'mAP'), ('rank1', 'Rank-1'), ('rank5', 'Rank-5'), ('rank10', 'Rank-10'), ('rank20', 'Rank-20'))
+__all__ = ['card_from_results', 'model_card_for_run', 'push_checkpoint']
+
+_METRICS = (('mAP', 'mAP'), ('mINP', 'mINP'), ('rank1', 'Rank-1'), ('rank5', 'Rank-5'), ('rank10', 'Rank-10'),
+            ('rank20', 'Rank-20'))
+
+
+def card_from_results(results: Dict[str, Any], dataset: Optional[str] = None) -> Tuple[Dict[str, Dict], str]:
+    """Results of m3d_zoo.eval -> the card's metrics table ({dataset: {column: value}}) and protocol text."""
+    if any(k in results for k, _ in _METRICS):
+        if not dataset:
+            raise ValueError('the results are for one dataset: name it (--dataset)')
+        results = {dataset: results}
+    metrics, protocol = {}, []
+    for name, res in results.items():
+        row = {}
+        for key, column in _METRICS:
+            if key in res:
+                value = f'{100 * res[key]:.1f}'
+                if f'{key}_std' in res:
+                    value += f' ± {100 * res[key + "_std"]:.1f}'
+                row[f'{column} (%)'] = value
+        metrics[name] = row
+        parts = [AP_MODES.get(res.get('ap_mode'), res.get('ap_mode') or 'AP formula not recorded')]
+        parts.append(f"gallery: {res.get('gallery_mode') or 'as given'}")
+        if res.get('metric'):
+            parts.append(f"distance: {res['metric']}")
+        if res.get('num_splits'):
+            parts.append(f"mean ± std over {res['num_splits']} random splits")
+        protocol.append(f'- {name}: ' + '; '.join(parts))
+    return metrics, 'Evaluation protocol (m3d_zoo.eval):\n\n' + '\n'.join(protocol)
 
 
 def model_card_for_run(
@@ -46,15 +75,9 @@ def model_card_for_run(
             'augmentation': f'flip {r.get("hflip")}, pad/crop {r.get("pad")}, random erasing {r.get("re_prob")}',
         }
     if results:
-        row = {}
-        for key, column in _METRICS:
-            if key in results:
-                row[f'{column} (%)'] = f'{100 * results[key]:.1f}'
-        card['metrics'] = {dataset or 'eval': row}
+        card['metrics'], protocol = card_from_results(results, dataset or 'eval')
         card['eval_protocol'] = (
-            f'Evaluation (m3d_zoo.eval): {results.get("ap_mode", "standard")} AP, gallery: '
-            f'{results.get("gallery_mode") or "as given"}, distance: {results.get("metric", "euclidean")}; every '
-            f'tracklet is floor(L/T) clips of T consecutive frames, clip embeddings averaged.')
+            protocol + '\n\nEvery tracklet is floor(L/T) clips of T consecutive frames, clip embeddings averaged.')
     return card
 
 
