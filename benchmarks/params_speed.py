@@ -11,6 +11,10 @@ counts 2). Speed is timed in rounds: each round runs every model once (after a w
 slow moment of a shared machine hits all of them; each row reports the median over rounds. Speed relative to the 2D
 net is the median of the per-round ratios: 3D clips/s / 2D clips/s at the same number of frames per clip, the paper's
 2D rate being 796 frames/s, i.e. 796 / T clips/s.
+
+On Linux/glibc the benchmark first calls `m3d_zoo.utils.tune_cpu_allocator()`, which keeps freed memory in the heap:
+glibc's default gives each forward's activations back to the OS and page-faults them in again on the next forward
+(20-30% of a CPU forward here). `--system-malloc` measures without it; the header says which was used.
 """
 import argparse
 import csv
@@ -120,6 +124,9 @@ def run(args: argparse.Namespace, log=print) -> Dict[str, Any]:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    allocator = 'glibc default'
+    if not args.system_malloc and m3d_zoo.utils.tune_cpu_allocator():
+        allocator = 'glibc, heap kept (m3d_zoo.utils.tune_cpu_allocator)'
     dtype = dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)[args.dtype]
     rows = list(dict.fromkeys(args.models))
     if rows[0] != 'c2d':
@@ -190,7 +197,7 @@ def run(args: argparse.Namespace, log=print) -> Dict[str, Any]:
     settings = dict(
         device=args.device, depth=args.depth, batch_size=args.batch_size, frames=args.frames, img_size=[H, W],
         dtype=args.dtype, channels_last=args.channels_last, compile=args.compile, warmup=args.warmup,
-        iters=args.iters, rounds=args.rounds, temporal_strides=args.temporal_strides)
+        iters=args.iters, rounds=args.rounds, temporal_strides=args.temporal_strides, allocator=allocator)
     return dict(machine=machine_info(device), settings=settings, rows=results, checks=checks(results))
 
 
@@ -232,7 +239,8 @@ def to_markdown(report: Dict[str, Any]) -> str:
         f"Device: {m.get('device_name', m['cpu'])} ({m['device']}, {m['threads']} threads), torch {m['torch']}; "
         f"{s['depth']}, batch {s['batch_size']}, {s['img_size'][0]}x{s['img_size'][1]}, {s['dtype']}"
         f"{', channels-last-3d' if s['channels_last'] else ''}{', compiled' if s['compile'] else ''}; "
-        f"median of {s['rounds']} rounds x {s['iters']} iteration(s) after {s['warmup']} warm-up.",
+        f"median of {s['rounds']} rounds x {s['iters']} iteration(s) after {s['warmup']} warm-up"
+        f"{'; allocator: ' + s['allocator'] if s.get('allocator') and m['device'] == 'cpu' else ''}.",
         '',
         '| ' + ' | '.join(c for c, _ in COLUMNS) + ' |',
         '|' + '|'.join('---' if k == 'label' else '---:' for _, k in COLUMNS) + '|',
@@ -274,6 +282,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--warmup', type=int, default=1, help='untimed forwards per model (default: 1)')
     p.add_argument('--iters', type=int, default=1, help='timed forwards per model and round (default: 1)')
     p.add_argument('--rounds', type=int, default=5, help='timing rounds, models alternating (default: 5)')
+    p.add_argument('--system-malloc', action='store_true',
+                   help="keep glibc's default allocator settings (see m3d_zoo.utils.tune_cpu_allocator)")
     p.add_argument('--threads', type=int, default=0, help='CPU threads (default: torch default)')
     p.add_argument('--format', default='md', choices=('md', 'csv', 'json'), help='output format (default: md)')
     p.add_argument('--output', default=None, help='also write the output to this file')

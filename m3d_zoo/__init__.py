@@ -22,6 +22,6 @@ from .models import (
     paper_size_mb,
     state_dict_mb,
 )
-from . import data, eval
+from . import data, eval, utils
 from .data import create_dataset, list_datasets
 from .eval import evaluate_rank

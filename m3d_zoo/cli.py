@@ -267,7 +267,9 @@ def cmd_extract(a) -> int:
     import torch
     from m3d_zoo.data import VideoReIDDataset, create_dataset
     from m3d_zoo.engine import extract_dataset, find_tracklet_folders, save_embeddings
+    from m3d_zoo.utils import tune_cpu_allocator
     device = _device(a.device)
+    tune_cpu_allocator()  # this process only runs forwards: keep their memory instead of page-faulting it back in
     if a.dataset:
         if not a.root:
             raise CliError(f'--root is required with --dataset {a.dataset}.')
