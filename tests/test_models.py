@@ -141,6 +141,56 @@ def test_fuse_matches_unfused(name):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('name', ['m3d_ral_resnet18', 'm3d_ral_s_resnet18', 'm3d_ral_c_resnet18',
+                                  'm3d_ral_t_resnet18', 'p3d_b_resnet18', 'p3d_c_resnet18'])
+def test_cpu_inference_paths_match_autograd_path(name):
+    # Inference on the CPU takes other code paths (cached kernels, the RAL mask per frame, in-place sums); they must
+    # compute what the training path computes. All parameters random, so that no branch is an identity.
+    torch.manual_seed(0)
+    model = m3d_zoo.create_model(name, num_classes=0).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(mean=1.0 if p.ndim == 1 else 0.0, std=0.1)
+    x = _clip()
+    ref = model(x).detach()
+    with torch.no_grad():
+        out = model(x)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_inference_kernel_cache_follows_weight_changes():
+    # Without autograd an M3D layer keeps its assembled kernel between forwards; any change of the weights (in place,
+    # by an optimiser, or a new Parameter) must be seen by the next forward.
+    torch.manual_seed(0)
+    model = m3d_zoo.create_model('m3d_resnet18', num_classes=0, m3d_branches=(3, 3, 3, 2, 1)).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            torch.nn.init.ones_(m.weight)  # zero_init_last would hide the block's temporal layer
+    layer = model.layer2[0].temporal
+    x = _clip()
+
+    def check():
+        with torch.no_grad():
+            cached = model(x)
+        assert layer._kernel_cache is not None
+        torch.testing.assert_close(cached, model(x).detach(), rtol=0, atol=0)  # autograd on: assembled afresh
+        return cached
+
+    first = check()
+    torch.testing.assert_close(check(), first, rtol=0, atol=0)
+    with torch.no_grad():
+        layer.branches[2].weight.normal_(std=0.05)  # in place
+    changed = check()
+    assert not torch.allclose(changed, first)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(x).square().sum().backward()
+    opt.step()  # an optimiser step
+    stepped = check()
+    assert not torch.allclose(stepped, changed)
+    layer.branches[0].weight = torch.nn.Parameter(torch.randn_like(layer.branches[0].weight) * 0.05)  # replaced
+    assert not torch.allclose(check(), stepped)
+
+
 def test_paper_head_and_drop_rate():
     model = m3d_zoo.create_model('m3d_resnet18', head='paper', embed_dim=128, num_classes=625)
     assert model.head_hidden_size == 128 and model.head.drop.p == 0.5

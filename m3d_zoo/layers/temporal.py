@@ -40,6 +40,17 @@ def _cpu_fast_path(x: torch.Tensor) -> bool:
     )
 
 
+def _eager_no_grad(x: torch.Tensor) -> bool:
+    """Whether a forward may reuse tensors derived from the weights: eager, no autograd, plain tensors (any device)."""
+    return (
+        not torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+        and _get_current_dispatch_mode() is None
+        and not torch.jit.is_tracing()
+        and type(x) is torch.Tensor
+    )
+
+
 class Conv3d(nn.Conv3d):
     """nn.Conv3d (same parameters, same output) that takes oneDNN's kernel on the CPU where PyTorch would not."""
 
@@ -177,6 +188,7 @@ class MultiScaleTemporal(nn.Module):
         self.fold_2d = stride <= num_branches + 1
         self.pool = nn.Identity() if self.fold_2d or stride == 1 else TemporalPool(stride)
         self.fused: Optional[TemporalConv] = None
+        self._kernel_cache = None  # (weight versions, kernel): inference reuses the assembled kernel
 
     def kernel(self) -> torch.Tensor:
         """The (C, C, 2n+1, 1, 1) kernel of the layer: the n dilated kernels summed, plus the 2D path if folded."""
@@ -203,14 +215,27 @@ class MultiScaleTemporal(nn.Module):
             self.fused = TemporalConv(w.shape[1], w.shape[0], w.shape[2], stride=self.stride).to(w)
             self.fused.weight.copy_(w)
             self.branches = nn.ModuleList()
+            self._kernel_cache = None
         return self
+
+    def _forward_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """kernel(), kept between forwards without autograd until a weight changes (in place or replaced).
+
+        Assembling costs a pass over all (2n+1) C^2 taps per forward: for P3D-C's 17 layers 3-5% of an 8-frame
+        ResNet-50 forward on the CPU. Training (autograd on) always assembles, so gradients flow to the n kernels.
+        """
+        if not _eager_no_grad(x):
+            return self.kernel()
+        key = tuple((b.weight.data_ptr(), b.weight._version, b.weight.device, b.weight.dtype) for b in self.branches)
+        if self._kernel_cache is None or self._kernel_cache[0] != key:
+            self._kernel_cache = (key, self.kernel())
+        return self._kernel_cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused is not None:
             y = self.fused(x)
         else:
-            n = self.num_branches
-            y = temporal_conv(x, self.kernel(), None, self.stride, n, 1)
+            y = temporal_conv(x, self._forward_kernel(x), None, self.stride, self.num_branches, 1)
         return y if self.fold_2d else self.pool(x) + y
 
 
