@@ -40,7 +40,7 @@ class ParallelTemporal(nn.Module):
         self.pool = TemporalPool(temporal_stride) if temporal_stride > 1 else nn.Identity()
 
     def forward(self, x: torch.Tensor, x_in: torch.Tensor) -> torch.Tensor:
-        return self.pool(x) + self.conv(x_in)
+        return self.conv(x_in, residual=self.pool(x))
 
 
 class FrameMaxPool(nn.MaxPool3d):
@@ -58,6 +58,10 @@ class FrameMaxPool(nn.MaxPool3d):
                 and self.dilation in (1, (1, 1, 1)) and not self.return_indices
                 and self.kernel_size == (1, k, k) and self.stride == (1, s, s) and self.padding == (0, p, p)):
             return super().forward(x)
+        if (k, s, p) == (3, 2, 1) and not torch.is_grad_enabled():
+            # ResNet's stem at inference: no padded copy of the input, H first (whole rows): 2.2 -> 1.4 ms. It writes
+            # into its output (out=), which autograd does not allow; training takes the padded path below.
+            return _max3_stride2(_max3_stride2(x, -2), -1)
         H, W = x.shape[-2:]
         Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
         x = F.pad(x, (p, p, p, p), value=float('-inf'))
@@ -69,6 +73,23 @@ class FrameMaxPool(nn.MaxPool3d):
         for j in range(1, k):
             out = torch.maximum(out, x[..., j:j + s * (Ho - 1) + 1:s, :])
         return out
+
+
+def _max3_stride2(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Max over windows of 3 with stride 2 and padding 1 along `dim`: out[i] = max(x[2i-1], x[2i], x[2i+1]), taken
+    over the indices that exist (padding is -inf), written into one buffer without a padded copy of x."""
+    n = x.shape[dim]
+    n_out, n_odd = (n + 1) // 2, n // 2
+    every_2nd = (slice(None),) * (x.ndim + dim) + (slice(None, None, 2),)
+    even = x.narrow(dim, 0, n_out * 2 - 1)[every_2nd]  # x[2i], n_out of them
+    odd = x.narrow(dim, 1, max(n_odd * 2 - 1, 0))[every_2nd]  # x[2i + 1], n_odd of them
+    out = even.clone(memory_format=torch.contiguous_format)
+    head = out.narrow(dim, 0, n_odd)
+    torch.maximum(head, odd, out=head)  # x[2i + 1]
+    if n_out > 1:
+        tail = out.narrow(dim, 1, n_out - 1)
+        torch.maximum(tail, odd.narrow(dim, 0, n_out - 1), out=tail)  # x[2i - 1]
+    return out
 
 
 def _make_temporal(
