@@ -16,22 +16,28 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 __all__ = ['Conv3d', 'TemporalConv', 'temporal_conv', 'MultiScaleTemporal', 'TemporalPool', 'eq6_branches']
 
 
-def _cpu_fast_path(x: torch.Tensor) -> bool:
-    """Whether to take a CPU fast path (oneDNN convs, separable max-pool): eager float32 CPU only, never while
-    compiling, exporting or tracing.
-
-    PyTorch's CPU dispatch sends a float32 conv to its reference (im2col) kernel when B * C * T * H <= 20480 at batch 1,
-    and 1x1 convs there whenever one thread is used. The temporally downsampled 3D nets hit that rule in stages 2-4
-    (T = 4, 2, 1) where C2D (T = 8) does not, and ran those convs 2-5x slower (benchmarks/RESULTS.md). oneDNN
-    computes the same convolution (to float rounding) and has autograd support. Tensor subclasses (fake, functional
-    tensors of torch.export / ONNX export), dispatch modes (FLOP counters, fake tensors) and autocast keep the stock
-    path, so that graphs and counters see plain convolutions.
-    """
+def _plain_eager(x: torch.Tensor) -> bool:
+    """Whether `x` is a plain tensor in eager mode: not compiling, exporting or tracing, no dispatch mode (FLOP counter,
+    fake tensors) and no tensor subclass. Only then may a forward leave the stock operators, so that graphs and
+    counters always see plain convolutions."""
     return (
         not torch.compiler.is_compiling()
         and _get_current_dispatch_mode() is None
         and not torch.jit.is_tracing()
         and type(x) is torch.Tensor
+    )
+
+
+def _cpu_fast_path(x: torch.Tensor) -> bool:
+    """Whether to take a CPU fast path (oneDNN convs, separable max-pool, ...): eager float32 CPU only.
+
+    PyTorch's CPU dispatch sends a float32 conv to its reference (im2col) kernel when B * C * T * H <= 20480 at batch 1,
+    and 1x1 convs there whenever one thread is used. The temporally downsampled 3D nets hit that rule in stages 2-4
+    (T = 4, 2, 1) where C2D (T = 8) does not, and ran those convs 2-5x slower (benchmarks/RESULTS.md). oneDNN
+    computes the same convolution (to float rounding) and has autograd support. Autocast keeps the stock path.
+    """
+    return (
+        _plain_eager(x)
         and x.device.type == 'cpu'
         and x.dtype == torch.float32
         and not torch.is_autocast_enabled('cpu')
@@ -41,14 +47,8 @@ def _cpu_fast_path(x: torch.Tensor) -> bool:
 
 
 def _eager_no_grad(x: torch.Tensor) -> bool:
-    """Whether a forward may reuse tensors derived from the weights: eager, no autograd, plain tensors (any device)."""
-    return (
-        not torch.is_grad_enabled()
-        and not torch.compiler.is_compiling()
-        and _get_current_dispatch_mode() is None
-        and not torch.jit.is_tracing()
-        and type(x) is torch.Tensor
-    )
+    """Whether a forward may reuse tensors derived from the weights: plain eager, no autograd (any device)."""
+    return not torch.is_grad_enabled() and _plain_eager(x)
 
 
 class Conv3d(nn.Conv3d):
