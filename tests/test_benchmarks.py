@@ -45,10 +45,13 @@ def test_params_speed_json_and_markdown(tmp_path):
     assert rows['two_stream']['gflops'] > rows['c2d']['gflops'] + rows['m3d']['gflops'] * 0.99
     assert report['settings']['depth'] == 'resnet18' and report['machine']['threads'] == 1
     assert any(c['check'].startswith('T=8 M3D: time per clip') for c in report['checks'])
+    if sys.platform.startswith('linux'):  # glibc here; the setting is recorded with the results
+        assert report['settings']['allocator'].startswith('glibc, heap kept')
 
-    res = _run('--models', 'm3d', '--quiet', '--output', str(out))  # c2d is added as the reference
+    res = _run('--models', 'm3d', '--quiet', '--output', str(out), '--system-malloc')  # c2d: the reference
     assert not res.stderr.strip()
     lines = res.stdout.splitlines()
+    assert 'allocator: glibc default' in lines[0]
     assert out.read_text().strip() == res.stdout.strip()
     table = [ln for ln in lines if ln.startswith('| ')]
     assert table[0].startswith('| Model | T | Size MB | Paper MB | GFLOPs/clip | ms/clip | clips/s | frames/s')
