@@ -102,6 +102,8 @@ def build(row: str, args: argparse.Namespace, frames: int, device: torch.device)
         if args.temporal_strides is not None:
             kwargs['temporal_strides'] = args.temporal_strides
         kwargs.update(extra)
+    if args.m3d_branches is not None and family in ('m3d', 'm3d_ral', 'two_stream_m3d'):
+        kwargs['m3d_branches'] = args.m3d_branches
     size = m3d_zoo.paper_size_mb(name, **kwargs)
     model = m3d_zoo.create_model(name, num_classes=0, **kwargs).eval()  # the test embedding, as deployed
     if fuse:
@@ -197,7 +199,8 @@ def run(args: argparse.Namespace, log=print) -> Dict[str, Any]:
     settings = dict(
         device=args.device, depth=args.depth, batch_size=args.batch_size, frames=args.frames, img_size=[H, W],
         dtype=args.dtype, channels_last=args.channels_last, compile=args.compile, warmup=args.warmup,
-        iters=args.iters, rounds=args.rounds, temporal_strides=args.temporal_strides, allocator=allocator)
+        iters=args.iters, rounds=args.rounds, temporal_strides=args.temporal_strides, m3d_branches=args.m3d_branches,
+        allocator=allocator)
     return dict(machine=machine_info(device), settings=settings, rows=results, checks=checks(results))
 
 
@@ -238,7 +241,8 @@ def to_markdown(report: Dict[str, Any]) -> str:
     lines = [
         f"Device: {m.get('device_name', m['cpu'])} ({m['device']}, {m['threads']} threads), torch {m['torch']}; "
         f"{s['depth']}, batch {s['batch_size']}, {s['img_size'][0]}x{s['img_size'][1]}, {s['dtype']}"
-        f"{', channels-last-3d' if s['channels_last'] else ''}{', compiled' if s['compile'] else ''}; "
+        f"{', channels-last-3d' if s['channels_last'] else ''}{', compiled' if s['compile'] else ''}"
+        f"{', M3D kernels per layer ' + str(s['m3d_branches']) if s.get('m3d_branches') is not None else ''}; "
         f"median of {s['rounds']} rounds x {s['iters']} iteration(s) after {s['warmup']} warm-up"
         f"{'; allocator: ' + s['allocator'] if s.get('allocator') and m['device'] == 'cpu' else ''}.",
         '',
@@ -279,6 +283,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--compile-mode', default=None, help="torch.compile mode, e.g. 'max-autotune'")
     p.add_argument('--temporal-strides', type=lambda s: tuple(int(i) for i in s.split(',')), default=None,
                    metavar='S1,S2,S3,S4', help="3D models' temporal strides (default: the released (1,2,2,2))")
+    p.add_argument('--m3d-branches', type=lambda s: int(s) if ',' not in s else tuple(int(i) for i in s.split(',')),
+                   default=None, metavar='N|N1,...,N5',
+                   help="M3D kernels per layer for the M3D rows (default: Eq. 6; the released code: log2 T)")
     p.add_argument('--warmup', type=int, default=1, help='untimed forwards per model (default: 1)')
     p.add_argument('--iters', type=int, default=1, help='timed forwards per model and round (default: 1)')
     p.add_argument('--rounds', type=int, default=5, help='timing rounds, models alternating (default: 5)')

@@ -49,6 +49,13 @@ def test_params_speed_json_and_markdown(tmp_path):
     if sys.platform.startswith('linux') and hasattr(ctypes.CDLL(None), 'gnu_get_libc_version'):  # glibc: recorded
         assert report['settings']['allocator'].startswith('glibc, heap kept')
 
+    one = json.loads(_run('--models', 'm3d', 'two_stream', '--m3d-branches', '1', '--format', 'json').stdout)
+    assert one['settings']['m3d_branches'] == 1
+    one_rows = {r['row']: r for r in one['rows']}
+    assert one_rows['c2d']['size_mb'] == rows['c2d']['size_mb']  # the 2D reference is untouched
+    for row in ('m3d', 'two_stream'):  # Eq. 6 gives (3, 3, 3, 1, 1) kernels at 8 frames; now one per layer
+        assert one_rows[row]['size_mb'] < rows[row]['size_mb'] and one_rows[row]['gflops'] < rows[row]['gflops']
+
     res = _run('--models', 'm3d', '--quiet', '--output', str(out), '--system-malloc')  # c2d: the reference
     assert not res.stderr.strip()
     lines = res.stdout.splitlines()
