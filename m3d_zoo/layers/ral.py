@@ -91,14 +91,13 @@ class ResidualAttention(nn.Module):
                 channel = self.channel(x_s.mean(dim=(3, 4), keepdim=True))  # C_m (B, C, 1, 1, 1)
         if 't' in self.branches:
             temporal = self.temporal(x.mean(dim=(1, 3, 4))).view(B, 1, T, 1, 1)  # T_m (B, 1, T, 1, 1)
-        sc = spatial if channel is None else channel if spatial is None else spatial * channel
+        sc = _product(spatial, channel)
         if sc is not None and sc.shape[1:] == (C, 1, H, W) and temporal is not None and _cpu_fast_path(x) \
                 and not torch.is_grad_enabled():
             return self._masked_per_frame(x, sc, temporal)
         # Eq. 8: M = sigmoid(S_m * C_m * T_m); Eq. 7: y = x / 2 + M * x, i.e. half of x is always kept and the mask
         # can at most double it.
-        z = temporal if sc is None else sc if temporal is None else sc * temporal
-        return x * (0.5 + torch.sigmoid(z))
+        return x * (0.5 + torch.sigmoid(_product(sc, temporal)))
 
     @staticmethod
     def _masked_per_frame(x: torch.Tensor, sc: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
@@ -106,10 +105,15 @@ class ResidualAttention(nn.Module):
 
         The full (B, C, T, H, W) mask is elementwise work with four passes over memory (product, sigmoid, +1/2, times
         x). Per frame the mask (B, C, 1, H, W) stays in the cache, so memory sees x read once and y written once: 5.0
-        -> 2.4 ms for RAL 1 of an 8-frame ResNet-50 (benchmarks/RESULTS.md). Same values, computed in the same order.
+        -> 3.8 ms for RAL 1 of an 8-frame ResNet-50 (benchmarks/RESULTS.md). Same values, computed in the same order.
         """
         out = torch.empty_like(x)
         for t in range(x.shape[2]):
             m = sc * temporal[:, :, t:t + 1]
             torch.mul(m.sigmoid_().add_(0.5), x[:, :, t:t + 1], out=out[:, :, t:t + 1])
         return out
+
+
+def _product(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """a * b of the attention factors present (an absent branch is None)."""
+    return b if a is None else a if b is None else a * b

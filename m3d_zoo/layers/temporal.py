@@ -135,11 +135,12 @@ def temporal_conv(
     A (k, 1, 1) kernel never mixes H and W, and Conv3d kernels handle these thin kernels poorly (CPU: 1.7x slower in
     oneDNN, 6x in the reference kernel at one thread); the 2D kernels do not. `residual`, if given, is added.
     """
-    if x.shape[1] < 16 and _cpu_fast_path(x):
+    fast = _cpu_fast_path(x)
+    if fast and x.shape[1] < 16:
         return _temporal_conv_gemm(x, weight, bias, stride, padding, dilation, residual)
     H, W = x.shape[-2:]
     x2, w2 = x.flatten(3), weight.flatten(3)
-    if _cpu_fast_path(x):
+    if fast:
         y = torch.ops.aten.mkldnn_convolution(x2, w2, bias, (padding, 0), (stride, 1), (dilation, 1), 1)
     else:
         y = F.conv2d(x2, w2, bias, (stride, 1), (padding, 0), (dilation, 1))
