@@ -16,6 +16,7 @@ from .models import (
     UnknownModelError,
     VideoResNet,
     create_model,
+    get_model_args,
     is_model,
     list_models,
     list_pretrained,

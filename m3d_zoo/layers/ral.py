@@ -11,7 +11,8 @@ from typing import Optional, Type
 import torch
 import torch.nn as nn
 
-from .temporal import Conv3d, _cpu_fast_path
+from . import cpu_kernels
+from .temporal import Conv3d
 
 __all__ = ['ResidualAttention']
 
@@ -49,7 +50,7 @@ class ResidualAttention(nn.Module):
         # in that conv redundant.
         # 3D convs on singleton axes (not 2D ones), so that the model converts to channels_last_3d as a whole. Conv3d
         # is nn.Conv3d with oneDNN's kernel on the CPU: PyTorch's default there, for these (B, C, 1, H, W) maps, is its
-        # reference kernel (the spatial branch's 3x3 conv took 30 ms of a 500 ms ResNet-50 forward).
+        # slower reference kernel.
         # S_m: temporal mean -> 3x3 conv C -> 1 -> BN -> ReLU -> 1x1 conv (Eq. 9-10).
         if 's' in branches:
             self.spatial = nn.Sequential(
@@ -92,26 +93,13 @@ class ResidualAttention(nn.Module):
         if 't' in self.branches:
             temporal = self.temporal(x.mean(dim=(1, 3, 4))).view(B, 1, T, 1, 1)  # T_m (B, 1, T, 1, 1)
         sc = _product(spatial, channel)
-        if sc is not None and sc.shape[1:] == (C, 1, H, W) and temporal is not None and _cpu_fast_path(x) \
-                and not torch.is_grad_enabled():
-            return self._masked_per_frame(x, sc, temporal)
+        if sc is not None and temporal is not None:
+            out = cpu_kernels.masked_per_frame(x, sc, temporal)
+            if out is not None:
+                return out
         # Eq. 8: M = sigmoid(S_m * C_m * T_m); Eq. 7: y = x / 2 + M * x, i.e. half of x is always kept and the mask
         # can at most double it.
         return x * (0.5 + torch.sigmoid(_product(sc, temporal)))
-
-    @staticmethod
-    def _masked_per_frame(x: torch.Tensor, sc: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
-        """Eq. 7-8 for inference on the CPU, one frame at a time.
-
-        The full (B, C, T, H, W) mask is elementwise work with four passes over memory (product, sigmoid, +1/2, times
-        x). Per frame the mask (B, C, 1, H, W) stays in the cache, so memory sees x read once and y written once: 5.0
-        -> 3.8 ms for RAL 1 of an 8-frame ResNet-50 (benchmarks/RESULTS.md). Same values, computed in the same order.
-        """
-        out = torch.empty_like(x)
-        for t in range(x.shape[2]):
-            m = sc * temporal[:, :, t:t + 1]
-            torch.mul(m.sigmoid_().add_(0.5), x[:, :, t:t + 1], out=out[:, :, t:t + 1])
-        return out
 
 
 def _product(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

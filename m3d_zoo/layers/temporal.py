@@ -3,62 +3,27 @@
 Every temporal operator here is added to a pretrained 2D ResNet without changing what that network computes at
 initialisation: residual temporal kernels start at zero, series kernels start as the identity (a centred Dirac).
 None of them is followed by BatchNorm or ReLU. The authors' released code put BN + ReLU after each zero-initialised
-temporal conv; the branch then outputs exactly 0, ReLU passes no gradient at 0, and it never leaves zero (DESIGN §3).
-A bare zero conv keeps the identity and still receives a gradient on the first step (dL/dW = dL/dy * x, x != 0).
+temporal conv; the branch then outputs exactly 0, ReLU passes no gradient at 0, and it never leaves zero. A bare zero
+conv keeps the identity and still receives a gradient on the first step (dL/dW = dL/dy * x, x != 0).
 """
 from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from . import cpu_kernels
 
 __all__ = ['Conv3d', 'TemporalConv', 'temporal_conv', 'MultiScaleTemporal', 'TemporalPool', 'eq6_branches']
 
 
-def _plain_eager(x: torch.Tensor) -> bool:
-    """Whether `x` is a plain tensor in eager mode: not compiling, exporting or tracing, no dispatch mode (FLOP counter,
-    fake tensors) and no tensor subclass. Only then may a forward leave the stock operators, so that graphs and
-    counters always see plain convolutions."""
-    return (
-        not torch.compiler.is_compiling()
-        and _get_current_dispatch_mode() is None
-        and not torch.jit.is_tracing()
-        and type(x) is torch.Tensor
-    )
-
-
-def _cpu_fast_path(x: torch.Tensor) -> bool:
-    """Whether to take a CPU fast path (oneDNN convs, separable max-pool, ...): eager float32 CPU only.
-
-    PyTorch's CPU dispatch sends a float32 conv to its reference (im2col) kernel when B * C * T * H <= 20480 at batch 1,
-    and 1x1 convs there whenever one thread is used. The temporally downsampled 3D nets hit that rule in stages 2-4
-    (T = 4, 2, 1) where C2D (T = 8) does not, and ran those convs 2-5x slower (benchmarks/RESULTS.md). oneDNN
-    computes the same convolution (to float rounding) and has autograd support. Autocast keeps the stock path.
-    """
-    return (
-        _plain_eager(x)
-        and x.device.type == 'cpu'
-        and x.dtype == torch.float32
-        and not torch.is_autocast_enabled('cpu')
-        and torch.backends.mkldnn.enabled
-        and torch.backends.mkldnn.is_available()
-    )
-
-
-def _eager_no_grad(x: torch.Tensor) -> bool:
-    """Whether a forward may reuse tensors derived from the weights: plain eager, no autograd (any device)."""
-    return not torch.is_grad_enabled() and _plain_eager(x)
-
-
 class Conv3d(nn.Conv3d):
-    """nn.Conv3d (same parameters, same output) that takes oneDNN's kernel on the CPU where PyTorch would not."""
+    """nn.Conv3d (same parameters, same output); on the CPU it runs `cpu_kernels.conv`."""
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        if self.padding_mode == 'zeros' and not isinstance(self.padding, str) and _cpu_fast_path(input):
-            return torch.ops.aten.mkldnn_convolution(
-                input, weight, bias, self.padding, self.stride, self.dilation, self.groups)
-        return super()._conv_forward(input, weight, bias)
+        if self.padding_mode != 'zeros' or isinstance(self.padding, str):
+            return super()._conv_forward(input, weight, bias)
+        return cpu_kernels.conv(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 def eq6_branches(num_frames: int) -> int:
@@ -132,49 +97,17 @@ def temporal_conv(
 ) -> torch.Tensor:
     """A (k, 1, 1) convolution of (B, C, T, H, W), computed as a (k, 1) conv2d on the free view (B, C, T, H * W).
 
-    A (k, 1, 1) kernel never mixes H and W, and Conv3d kernels handle these thin kernels poorly (CPU: 1.7x slower in
-    oneDNN, 6x in the reference kernel at one thread); the 2D kernels do not. `residual`, if given, is added.
+    A (k, 1, 1) kernel never mixes H and W, and Conv3d kernels handle these thin kernels poorly; the 2D kernels do not.
+    `residual`, if given, is added.
     """
-    fast = _cpu_fast_path(x)
-    if fast and x.shape[1] < 16:
-        return _temporal_conv_gemm(x, weight, bias, stride, padding, dilation, residual)
+    if bias is None:
+        y = cpu_kernels.temporal_conv_gemm(x, weight, stride, padding, dilation, residual)
+        if y is not None:
+            return y
     H, W = x.shape[-2:]
-    x2, w2 = x.flatten(3), weight.flatten(3)
-    if fast:
-        y = torch.ops.aten.mkldnn_convolution(x2, w2, bias, (padding, 0), (stride, 1), (dilation, 1), 1)
-    else:
-        y = F.conv2d(x2, w2, bias, (stride, 1), (padding, 0), (dilation, 1))
+    y = cpu_kernels.conv(x.flatten(3), weight.flatten(3), bias, (stride, 1), (padding, 0), (dilation, 1))
     y = y.unflatten(3, (H, W))
     return y if residual is None else y + residual
-
-
-def _temporal_conv_gemm(
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: Optional[torch.Tensor],
-        stride: int,
-        padding: int,
-        dilation: int,
-        residual: Optional[torch.Tensor],
-) -> torch.Tensor:
-    """temporal_conv for few input channels (P3D-B's stem: 3 -> 64) as one GEMM over the k shifted frames (im2col in
-    time), with the residual summed in the GEMM. oneDNN pads the input channels to a block of 16 and the sum was a
-    separate pass over the output: 3.3 -> 1.9 ms for P3D-B's stem at 8 frames of 256x128 (same values to 1e-6).
-    """
-    B, Ci, T, H, W = x.shape
-    Co, k = weight.shape[0], weight.shape[2]
-    To = (T + 2 * padding - dilation * (k - 1) - 1) // stride + 1
-    xp = F.pad(x.flatten(3), (0, 0, padding, padding))  # (B, Ci, T + 2p, H*W)
-    cols = torch.stack([xp[:, :, j * dilation:j * dilation + stride * (To - 1) + 1:stride] for j in range(k)], 2)
-    cols = cols.reshape(B, Ci * k, To * H * W)  # row (i, j): channel i at t * stride + j * dilation - padding
-    w = weight.reshape(Co, Ci * k).expand(B, Co, Ci * k)
-    if residual is None:
-        y = torch.bmm(w, cols)
-    else:
-        y = torch.baddbmm(residual.reshape(B, Co, To * H * W), w, cols)
-    if bias is not None:
-        y = y + bias.view(1, Co, 1)
-    return y.view(B, Co, To, H, W)
 
 
 class TemporalPool(nn.Module):
@@ -225,7 +158,6 @@ class MultiScaleTemporal(nn.Module):
         self.fold_2d = stride <= num_branches + 1
         self.pool = nn.Identity() if self.fold_2d or stride == 1 else TemporalPool(stride)
         self.fused: Optional[TemporalConv] = None
-        self._kernel_cache = None  # (weight versions, kernel): inference reuses the assembled kernel
 
     def kernel(self) -> torch.Tensor:
         """The (C, C, 2n+1, 1, 1) kernel of the layer: the n dilated kernels summed, plus the 2D path if folded."""
@@ -252,21 +184,16 @@ class MultiScaleTemporal(nn.Module):
             self.fused = TemporalConv(w.shape[1], w.shape[0], w.shape[2], stride=self.stride).to(w)
             self.fused.weight.copy_(w)
             self.branches = nn.ModuleList()
-            self._kernel_cache = None
         return self
 
     def _forward_kernel(self, x: torch.Tensor) -> torch.Tensor:
-        """kernel(), kept between forwards without autograd until a weight changes (in place or replaced).
+        """kernel(); without autograd, kept between forwards until a weight changes (in place or replaced).
 
-        Assembling costs a pass over all (2n+1) C^2 taps per forward: for P3D-C's 17 layers 3-5% of an 8-frame
-        ResNet-50 forward on the CPU. Training (autograd on) always assembles, so gradients flow to the n kernels.
+        Assembling is a pass over all (2n+1) C^2 taps per forward. Training (autograd on) always assembles, so that
+        gradients flow to the n kernels.
         """
-        if not _eager_no_grad(x):
-            return self.kernel()
-        key = tuple((b.weight.data_ptr(), b.weight._version, b.weight.device, b.weight.dtype) for b in self.branches)
-        if self._kernel_cache is None or self._kernel_cache[0] != key:
-            self._kernel_cache = (key, self.kernel())
-        return self._kernel_cache[1]
+        key = cpu_kernels.weights_key(x, [b.weight for b in self.branches])
+        return cpu_kernels.cached(self, key, self.kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused is not None:
@@ -288,6 +215,6 @@ def resolve_branches(
     m3d_branches = tuple(int(n) for n in m3d_branches)
     if len(m3d_branches) != len(layer_frames):
         raise ValueError(
-            f'm3d_branches needs one value per M3D layer ({len(layer_frames)}: stem and stages 1-4), '
-            f'got {m3d_branches}.')
+            f'm3d_branches needs one value per M3D layer ({len(layer_frames)}: the stem, if it has one, and stages '
+            f'1-4), or one int for all, got {m3d_branches}.')
     return m3d_branches

@@ -3,34 +3,34 @@ from timm.models import generate_default_cfgs, register_model
 
 from .video_resnet import VideoResNet, _create_video_resnet, family_cfgs
 
-_I3D = dict(temporal='full')
+_I3D = dict(unit='3d')
 
 default_cfgs = generate_default_cfgs(family_cfgs('i3d'))
-
-
-def _create(variant: str, pretrained: bool, **kwargs) -> VideoResNet:
-    return _create_video_resnet(variant, pretrained, **dict(_I3D, **kwargs))
 
 
 @register_model
 def i3d_resnet18(pretrained: bool = False, **kwargs) -> VideoResNet:
     """I3D on ResNet-18."""
-    return _create('i3d_resnet18', pretrained, **kwargs)
+    model_args = dict(block='basic', layers=(2, 2, 2, 2), **_I3D)
+    return _create_video_resnet('i3d_resnet18', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def i3d_resnet34(pretrained: bool = False, **kwargs) -> VideoResNet:
     """I3D on ResNet-34."""
-    return _create('i3d_resnet34', pretrained, **kwargs)
+    model_args = dict(block='basic', layers=(3, 4, 6, 3), **_I3D)
+    return _create_video_resnet('i3d_resnet34', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def i3d_resnet50(pretrained: bool = False, **kwargs) -> VideoResNet:
     """I3D on ResNet-50 (Table 1)."""
-    return _create('i3d_resnet50', pretrained, **kwargs)
+    model_args = dict(block='bottleneck', layers=(3, 4, 6, 3), **_I3D)
+    return _create_video_resnet('i3d_resnet50', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def i3d_resnet101(pretrained: bool = False, **kwargs) -> VideoResNet:
     """I3D on ResNet-101."""
-    return _create('i3d_resnet101', pretrained, **kwargs)
+    model_args = dict(block='bottleneck', layers=(3, 4, 23, 3), **_I3D)
+    return _create_video_resnet('i3d_resnet101', pretrained, **dict(model_args, **kwargs))

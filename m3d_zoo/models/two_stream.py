@@ -4,14 +4,15 @@ Both streams are full video ResNets with their own heads, inflated from the same
 concatenation of the two streams' embeddings; the logits are the mean of the two classifiers', and `forward_train`
 returns both streams' logits so that a loss can supervise each stream, as the paper trains them.
 """
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ._inflate import inflate_filter_fn, inflate_state_dict
-from .video_resnet import _DEPTHS, VideoResNet, _cfg
+from ._record import get_model_args, records_args, update_model_args
+from .video_resnet import RESNET_DEPTHS, VideoResNet, _cfg
 
 __all__ = ['TwoStreamM3D']
 
@@ -30,6 +31,7 @@ class TwoStreamM3D(nn.Module):
             inflation).
     """
 
+    @records_args
     def __init__(
             self,
             block: str = 'bottleneck',
@@ -42,9 +44,9 @@ class TwoStreamM3D(nn.Module):
     ):
         super().__init__()
         self.spatial_stream = VideoResNet(
-            block, layers, num_classes, temporal='none', temporal_strides=1, **kwargs)
+            block, layers, num_classes, unit='2d', temporal_strides=1, **kwargs)
         self.temporal_stream = VideoResNet(
-            block, layers, num_classes, temporal='multiscale', temporal_blocks='first', m3d_branches=m3d_branches,
+            block, layers, num_classes, unit='multiscale', temporal_blocks='first', m3d_branches=m3d_branches,
             temporal_strides=temporal_strides, ral=ral, **kwargs)
         self.num_classes = num_classes
         self.in_chans = self.temporal_stream.in_chans
@@ -52,10 +54,14 @@ class TwoStreamM3D(nn.Module):
         self.inflation = self.temporal_stream.inflation
         self.num_features = self.spatial_stream.num_features + self.temporal_stream.num_features
         self.head_hidden_size = self.spatial_stream.head_hidden_size + self.temporal_stream.head_hidden_size
+        self.feature_info = [
+            dict(s, num_chs=s['num_chs'] + t['num_chs'], module=f"temporal_stream.{t['module']}")
+            for s, t in zip(self.spatial_stream.feature_info, self.temporal_stream.feature_info)]
 
     @property
     def model_args(self) -> Dict[str, Any]:
-        return self.temporal_stream.model_args
+        """The exact arguments that rebuild this model with `create_model(architecture, **model_args)`."""
+        return get_model_args(self)
 
     @property
     def min_frames(self) -> int:
@@ -93,18 +99,52 @@ class TwoStreamM3D(nn.Module):
         self.num_classes = num_classes
         self.spatial_stream.reset_classifier(num_classes, global_pool)
         self.temporal_stream.reset_classifier(num_classes, global_pool)
+        update_model_args(self, num_classes=num_classes)
 
     def check_input(self, x: torch.Tensor) -> None:
         self.temporal_stream.check_input(x)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Both streams' feature maps, the spatial one averaged in time to the temporal one's length, concatenated."""
-        self.check_input(x)
-        xs = self.spatial_stream.forward_features(x)
-        xt = self.temporal_stream.forward_features(x)
+    @staticmethod
+    def _join(xs: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
+        """The spatial stream's map averaged in time to the temporal one's length, concatenated with it."""
         B, C, T, H, W = xs.shape
         xs = xs.view(B, C, xt.shape[2], T // xt.shape[2], H, W).mean(dim=3)  # Eq. 2's temporal average, in part
         return torch.cat([xs, xt], dim=1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Both streams' feature maps, joined (`_join`)."""
+        self.check_input(x)
+        return self._join(self.spatial_stream.forward_features(x), self.temporal_stream.forward_features(x))
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, Sequence[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: Any = 'NCTHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """timm's feature API: each level's two stream features, joined as in `forward_features`."""
+        self.check_input(x)
+        kw = dict(indices=indices, norm=norm, stop_early=stop_early, output_fmt=output_fmt)
+        xs, fs = self.spatial_stream.forward_intermediates(x, **kw)
+        xt, ft = self.temporal_stream.forward_intermediates(x, **kw)
+        features = [self._join(s, t) for s, t in zip(fs, ft)]
+        return features if intermediates_only else (self._join(xs, xt), features)
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, Sequence[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        self.spatial_stream.prune_intermediate_layers(indices, prune_norm, prune_head)
+        take = self.temporal_stream.prune_intermediate_layers(indices, prune_norm, prune_head)
+        if prune_head:
+            self.num_classes = 0
+            update_model_args(self, num_classes=0)
+        return take
 
     def _split(self, x: torch.Tensor):
         return x.split([self.spatial_stream.num_features, self.temporal_stream.num_features], dim=1)
@@ -134,11 +174,12 @@ class TwoStreamM3D(nn.Module):
         return self
 
 
-def _create_two_stream(variant: str, depth: str, pretrained: bool = False, **kwargs) -> TwoStreamM3D:
+def _create_two_stream(variant: str, pretrained: bool = False, **kwargs) -> TwoStreamM3D:
     return build_model_with_cfg(
         TwoStreamM3D, variant, pretrained,
         pretrained_filter_fn=inflate_filter_fn,
-        **dict(_DEPTHS[depth], **kwargs),
+        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3, 4)),
+        **kwargs,
     )
 
 
@@ -151,29 +192,33 @@ def _ts_cfg(depth: str, tag: str) -> Dict[str, Any]:
 
 default_cfgs = generate_default_cfgs({
     f'two_stream_m3d{"" if depth == "resnet50" else "_" + depth}.{tag}': _ts_cfg(depth, tag)
-    for depth in _DEPTHS for tag in ('tv_in1k', 'a1_in1k')
+    for depth in RESNET_DEPTHS for tag in ('tv_in1k', 'a1_in1k')
 })
 
 
 @register_model
 def two_stream_m3d(pretrained: bool = False, **kwargs) -> TwoStreamM3D:
     """The paper's full model on ResNet-50: C2D spatial stream + M3D-RAL temporal stream (Eq. 1)."""
-    return _create_two_stream('two_stream_m3d', 'resnet50', pretrained, **kwargs)
+    model_args = dict(RESNET_DEPTHS['resnet50'])
+    return _create_two_stream('two_stream_m3d', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def two_stream_m3d_resnet18(pretrained: bool = False, **kwargs) -> TwoStreamM3D:
     """Two-stream M3D on ResNet-18."""
-    return _create_two_stream('two_stream_m3d_resnet18', 'resnet18', pretrained, **kwargs)
+    model_args = dict(RESNET_DEPTHS['resnet18'])
+    return _create_two_stream('two_stream_m3d_resnet18', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def two_stream_m3d_resnet34(pretrained: bool = False, **kwargs) -> TwoStreamM3D:
     """Two-stream M3D on ResNet-34."""
-    return _create_two_stream('two_stream_m3d_resnet34', 'resnet34', pretrained, **kwargs)
+    model_args = dict(RESNET_DEPTHS['resnet34'])
+    return _create_two_stream('two_stream_m3d_resnet34', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def two_stream_m3d_resnet101(pretrained: bool = False, **kwargs) -> TwoStreamM3D:
     """Two-stream M3D on ResNet-101."""
-    return _create_two_stream('two_stream_m3d_resnet101', 'resnet101', pretrained, **kwargs)
+    model_args = dict(RESNET_DEPTHS['resnet101'])
+    return _create_two_stream('two_stream_m3d_resnet101', pretrained, **dict(model_args, **kwargs))
