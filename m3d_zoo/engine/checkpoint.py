@@ -269,6 +269,21 @@ def _norm(v: Any) -> Any:
     return json.loads(json.dumps(v))  # tuples -> lists, as they come back from JSON metadata
 
 
+def _full_args(ckpt: Checkpoint, arch: Optional[str]) -> Dict[str, Any]:
+    """The checkpoint's complete construction record: older checkpoints store only some arguments, so rebuild the
+    architecture from them (on the meta device, nothing allocated) and read its record."""
+    saved = _norm(ckpt.model_args)
+    if not saved or not arch:
+        return saved
+    from ..models import create_model
+    try:
+        with torch.device('meta'):
+            return _norm(create_model(arch, **saved).model_args)
+    except Exception as e:
+        raise CheckpointError(f'Cannot resume {ckpt.path}: its model arguments {saved} do not build {arch} ({e}).') \
+            from e
+
+
 def check_resume_compatible(ckpt: Checkpoint, model: nn.Module) -> None:
     """Raise `CheckpointError` unless `ckpt` was written for the same architecture and arguments as `model`."""
     model = unwrap_model(model)
@@ -278,7 +293,7 @@ def check_resume_compatible(ckpt: Checkpoint, model: nn.Module) -> None:
         raise CheckpointError(
             f'Cannot resume {ckpt.path}: it was trained as {ckpt.architecture}, not {arch}. Resume with '
             f'--model {ckpt.architecture} (or leave --model out), or start a new run in another --output folder.')
-    saved = _norm(ckpt.model_args)
+    saved = _full_args(ckpt, ckpt.architecture or arch)
     diff = {k: (saved.get(k), args.get(k)) for k in sorted(set(saved) | set(args)) if saved.get(k) != args.get(k)}
     if saved and diff:
         shown = ', '.join(f'{k}: checkpoint {a!r} vs now {b!r}' for k, (a, b) in diff.items())

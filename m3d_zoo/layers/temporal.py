@@ -80,7 +80,7 @@ class TemporalConv(Conv3d):
             return y if residual is None else y + residual
         if self.stride[1:] != (1, 1):
             # A 1x1 spatial kernel with a spatial stride reads every s-th pixel: subsample, then convolve in time
-            # (P3D-B's parallel branch; the strided Conv3d path ran it 2x slower).
+            # (P3D-B's parallel branch): the strided Conv3d would compute the skipped pixels' rows too.
             input = input[..., ::self.stride[1], ::self.stride[2]]
         return temporal_conv(
             input, self.weight, self.bias, self.stride[0], self.padding[0], self.dilation[0], residual=residual)
@@ -121,7 +121,7 @@ class TemporalPool(nn.Module):
         s, T = self.stride, x.shape[2]
         if T % s:
             return F.avg_pool3d(x, (s, 1, 1), (s, 1, 1))
-        # Same result as avg_pool3d (for s = 2 bit for bit), 5-15x faster on the CPU, whose avg_pool3d kernel is
+        # Same result as avg_pool3d (for s = 2 bit for bit), and faster on the CPU, whose avg_pool3d kernel is
         # scalar code; elementwise ops on strided views are vectorised on every device and export as plain ops.
         if s == 2:
             return (x[:, :, 0::2] + x[:, :, 1::2]) * 0.5
