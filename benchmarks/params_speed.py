@@ -13,8 +13,9 @@ net is the median of the per-round ratios: 3D clips/s / 2D clips/s at the same n
 2D rate being 796 frames/s, i.e. 796 / T clips/s.
 
 On Linux/glibc the benchmark first calls `m3d_zoo.utils.tune_cpu_allocator()`, which keeps freed memory in the heap:
-glibc's default gives each forward's activations back to the OS and page-faults them in again on the next forward
-(20-30% of a CPU forward here). `--system-malloc` measures without it; the header says which was used.
+glibc's default gives each forward's activations back to the OS and page-faults them in again on the next forward, a
+large share of a CPU forward's time (benchmarks/RESULTS.md). `--system-malloc` measures without it; the header says
+which was used.
 """
 import argparse
 import csv
@@ -205,7 +206,7 @@ def run(args: argparse.Namespace, log=print) -> Dict[str, Any]:
 
 
 def checks(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """The issue's speed targets, evaluated on this run."""
+    """The speed targets (FLOP_RATE_TARGET, M3D_TIME_TARGET), evaluated on this run."""
     out = []
     for r in results:
         if r['row'] == 'c2d':

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The paper's central claim on synthetic data: temporal modelling sees what frame averaging cannot.
 
-The synthetic set (m3d_zoo.data.make_synthetic_gait, DESIGN §6) is order-only: every identity is the same figure
+The synthetic set (m3d_zoo.data.make_synthetic_gait) is order-only: every identity is the same figure
 walking through the same poses, and identities differ only in the cyclic order of the poses. Every test clip holds
 each pose exactly once, so a model that averages per-frame features (C2D, Eq. 2) sees the same input for everyone
 and stays at chance; M3D's temporal convolutions see the order. Both models train from scratch with the same recipe

@@ -15,10 +15,10 @@ def tune_cpu_allocator(top_pad_mb: int = 512) -> bool:
 
     A video ResNet allocates and frees tens of MB per activation. By default glibc serves such blocks with mmap or
     trims them off the heap top when freed, so every forward pass maps fresh pages and takes a page fault (plus
-    zeroing by the kernel) per 4 KB of activations: 34k-45k faults and 20-30% of the time of an 8-frame ResNet-50
-    forward on a 2-core machine (benchmarks/RESULTS.md). A heap top pad of `top_pad_mb` keeps up to that much freed
-    memory in the heap, where later allocations reuse it without faults. The cost is that much more resident memory
-    after a peak. This is what PyTorch's CPU performance guide gets from jemalloc or tcmalloc, without a preload.
+    zeroing by the kernel) per 4 KB of activations, a large share of a CPU forward's time (benchmarks/RESULTS.md,
+    "Page faults"). A heap top pad of `top_pad_mb` keeps up to that much freed memory in the heap, where later
+    allocations reuse it without faults. The cost is that much more resident memory after a peak. This is what
+    PyTorch's CPU performance guide gets from jemalloc or tcmalloc, without a preload.
 
     Process-wide: call it from an application or script (the zoo's benchmark and `m3d-zoo extract` do), not from a
     library. Returns True if applied, False where the C library is not glibc (nothing is changed there).

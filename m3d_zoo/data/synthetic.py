@@ -1,4 +1,4 @@
-""" Synthetic temporal ("gait") ReID set, order-only by construction (DESIGN §6).
+""" Synthetic temporal ("gait") ReID set, order-only by construction: the paper's Fig. 1(a) made testable.
 
 Every identity is the same figure with the same appearance, walking through the same cycle of `cycle` poses; an
 identity differs from the others only in the cyclic order of those poses. A tracklet of length L (a multiple of
@@ -136,9 +136,9 @@ def make_synthetic_gait(
         num_cams: Cameras; tracklet j of an identity is seen by camera j % num_cams + 1.
         noise: Std of the Gaussian pixel noise, as a fraction of 255. Off by default: noise drawn once is saved into
             the files, so every training frame becomes unique and a model can memorise frames instead of learning
-            order (measured: C2D reached 98% training accuracy that way, and M3D stayed at chance on new identities).
+            order; what it learns then does not carry over to new identities (benchmarks/RESULTS.md).
         jitter: Maximum figure shift in pixels, per frame. Off by default: on small frames (32x16) a 1-pixel jitter
-            kept M3D near chance within a CPU training budget.
+            is a large displacement, and M3D stays near chance within a CPU training budget.
         fmt: 'png' (lossless) or 'jpg'.
 
     Returns:

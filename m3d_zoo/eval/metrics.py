@@ -1,6 +1,6 @@
 """ CMC and mAP for (video) person re-identification, vectorised and processed in chunks of queries.
 
-Conventions (DESIGN §5):
+Conventions (the README's Evaluation section gives them to users):
   * For a query, a gallery item with the same person id and a different camera is a true match; one with the same
     id and the same camera is junk and ignored (neither hit nor miss), as are gallery items whose id is in
     `junk_pids` (default (-1,): MARS distractors, which the official kit ignores). Queries without a true match
@@ -31,8 +31,8 @@ AP_MODES = {
     'trapezoid': 'trapezoidal AP (official MARS kit)',
 }
 
-# bytes of temporaries per (query, gallery) element of a chunk: conservative (the measured peak is ~13); chunks
-# of a few million elements are also the fastest, larger ones fall out of cache
+# bytes of temporaries per (query, gallery) element of a chunk: several times what a chunk's temporaries take, so the
+# memory bound holds with room to spare; chunks of a few million elements also stay in cache
 _BYTES_PER_ELEMENT = 48
 
 

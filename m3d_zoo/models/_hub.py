@@ -13,7 +13,6 @@ strictly. safetensors carries no checksum of its own, hence the sha256 in config
 
 Hub failures are raised as `HubError` subclasses whose message names what was wrong and what to do.
 """
-import copy
 import hashlib
 import json
 import logging
@@ -247,11 +246,12 @@ def _safetensors_metadata(path: Union[str, Path]) -> Dict[str, str]:
 
 def _model_args(model: nn.Module, model_args: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """Constructor arguments that rebuild the model: the zoo's ``model.model_args``, else timm's record."""
-    if isinstance(getattr(model, 'model_args', None), dict):
-        args = copy.deepcopy(model.model_args)
+    from ._record import get_model_args, has_model_args
+    if has_model_args(model):
+        args = get_model_args(model)  # the zoo's construction record: the exact arguments
     else:
-        from timm.models._input import get_model_args
-        args = get_model_args(model)
+        from timm.models import get_model_args as timm_model_args  # a timm model: its create_model arguments
+        args = timm_model_args(model)
     args.update(model_args or {})
     # the classifier may have been reset since construction (e.g. to export an embedding model)
     args['num_classes'] = model.num_classes
@@ -543,7 +543,7 @@ def _zoo_create_model():
 # Model card
 
 _FAMILIES: List[Tuple[str, str]] = [
-    # (architecture prefix, what it is), longest prefixes first; wording after the paper and DESIGN.md
+    # (architecture prefix, what it is), longest prefixes first; wording after the paper's names for the models
     ('two_stream_m3d', 'the paper\'s full two-stream network: a 2D ResNet spatial stream (frame features averaged '
                        'over time) and an M3D + Residual Attention Layer temporal stream, their embeddings '
                        'concatenated (Eq. 1)'),

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict
 
 import torch.nn as nn
 
-__all__ = ['records_args', 'get_model_args', 'update_model_args']
+__all__ = ['records_args', 'get_model_args', 'has_model_args', 'update_model_args']
 
 _RECORD = '_m3d_zoo_model_args'
 
@@ -49,6 +49,11 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f'{value!r} ({type(value).__name__}) is not a JSON value')
 
 
+def has_model_args(model: nn.Module) -> bool:
+    """Whether `model` was built by m3d_zoo and so has a construction record."""
+    return hasattr(model, _RECORD)
+
+
 def get_model_args(model: nn.Module) -> Dict[str, Any]:
     """The arguments that rebuild `model`: ``create_model(model.pretrained_cfg['architecture'], **args)``.
 
@@ -59,11 +64,10 @@ def get_model_args(model: nn.Module) -> Dict[str, Any]:
         TypeError: `model` was not built by m3d_zoo (it has no construction record).
         ValueError: an argument cannot be written to a config file (e.g. a custom ``norm_layer`` class).
     """
-    record = getattr(model, _RECORD, None)
-    if record is None:
+    if not has_model_args(model):
         raise TypeError(f'{type(model).__name__} has no construction record: only m3d_zoo models '
                         f'(m3d_zoo.create_model) can be saved and rebuilt by m3d_zoo.')
-    args = dict(record, num_classes=model.num_classes)
+    args = dict(getattr(model, _RECORD), num_classes=model.num_classes)
     try:
         return json.loads(json.dumps(args, default=_jsonable))
     except (TypeError, ValueError) as e:
