@@ -187,7 +187,12 @@ def masked_per_frame(x: torch.Tensor, sc: torch.Tensor, temporal: torch.Tensor) 
 def weights_key(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> Optional[Hashable]:
     """A key that changes whenever one of `weights` changes (in place, by an optimiser, or replaced), for caching a
     tensor derived from them across inference forwards; None where no cache may be used (autograd on, not plain
-    eager, fast paths off, or this torch has no tensor version counter)."""
+    eager, fast paths off, or this torch has no tensor version counter).
+
+    One write goes unseen: an in-place change through ``weight.data``, which PyTorch gives a version counter of its
+    own. Write weights under ``torch.no_grad()`` or with ``load_state_dict`` (as optimisers and EMA helpers do), or
+    switch the fast paths off.
+    """
     if not (_enabled and _HAS_VERSION and not torch.is_grad_enabled() and _plain_eager(x)):
         return None
     return tuple((w.data_ptr(), w._version, w.device, w.dtype) for w in weights)
