@@ -45,6 +45,9 @@ def test_train_writes_checkpoints_metrics_and_eval(trained):
     events = [json.loads(line)['event'] for line in (trained / 'metrics.jsonl').read_text().splitlines()]
     assert events == ['config', 'epoch', 'eval', 'done']
     res = json.loads((trained / 'eval.json').read_text())
+    # the run evaluated the folder's test split: 4 query tracklets (ids 5-8, camera 1), 8 gallery ones; the values
+    # themselves are checked against `m3d-zoo extract` + `evaluate` in test_extract_and_evaluate
+    assert res['num_queries'] == res['num_valid_queries'] == 4 and res['num_gallery'] == 8 and res['epoch'] == 1
     assert 0 <= res['mAP'] <= 1 and res['ap_mode'] == 'standard' and len(res['cmc']) == 20
 
 
@@ -93,21 +96,26 @@ def test_list(capsys):
     assert 'two_stream_m3d' in out and 'recipes: modern, paper' in out
 
 
-def test_export_is_wired(tmp_path, monkeypatch):
-    """`m3d-zoo export` hands the model and options to m3d_zoo.export.export_model."""
-    import sys
-    import types
-    calls = {}
-
-    def export_model(model, output, **kw):
-        calls.update(model=model, output=output, **kw)
-        return output
-    monkeypatch.setitem(sys.modules, 'm3d_zoo.export', types.SimpleNamespace(export_model=export_model))
-    assert main(['export', '--model', 'c2d_resnet18', '--output', str(tmp_path / 'm.onnx'), '--num-frames', '4',
-                 '--img-size', '64', '32', '--static-batch']) == 0
-    assert calls['format'] == 'onnx' and calls['num_frames'] == 4 and calls['input_size'] == (64, 32)
-    assert calls['dynamic_batch'] is False and calls['fuse'] is True and calls['verify'] is False
-    assert calls['model'].num_classes == 0
+def test_export_writes_the_trained_embedding_model(trained, tmp_path):
+    """`m3d-zoo export` of a training checkpoint: an ONNX graph of that model's embedding (classifier dropped), with
+    the clip length, frame size and static batch asked for, computing what PyTorch computes."""
+    import onnxruntime  # a test dependency (setup.cfg's test extra)
+    ckpt = trained / 'best.safetensors'
+    out = tmp_path / 'm.onnx'
+    # trained on 4-frame clips with temporal strides 1: an 8-frame graph is valid, and shows --num-frames is used
+    assert main(['export', '--model', str(ckpt), '--output', str(out), '--num-frames', '8', '--img-size', '32', '16',
+                 '--batch-size', '1', '--static-batch']) == 0
+    session = onnxruntime.InferenceSession(str(out), providers=['CPUExecutionProvider'])
+    inp = session.get_inputs()[0]
+    assert inp.shape == [1, 3, 8, 32, 16]
+    x = torch.randn(1, 3, 8, 32, 16, generator=torch.Generator().manual_seed(0))
+    (got,) = session.run(None, {inp.name: x.numpy()})
+    model = m3d_zoo.engine.model_from_checkpoint(ckpt).eval()
+    assert model.num_classes == 4  # the checkpoint has a classifier; the export must not
+    with torch.no_grad():
+        emb = model.forward_head(model.forward_features(x), pre_logits=True)
+    assert got.shape == (1, 512)
+    torch.testing.assert_close(torch.from_numpy(got), emb, rtol=1e-4, atol=1e-4)
 
 
 def test_push_to_hub_after_training(gait, tmp_path, hub_server, hub_repo_id):
@@ -129,8 +137,13 @@ def test_push_to_hub_after_training(gait, tmp_path, hub_server, hub_repo_id):
 def test_push_command(trained, hub_server, hub_repo_id):
     assert main(['push', '--checkpoint', str(trained / 'best.safetensors'), '--repo-id', hub_repo_id,
                  '--results', str(trained / 'best_eval.json'), '--drop-classifier']) == 0
-    loaded = m3d_zoo.create_model(f'hf-hub:{hub_repo_id}', pretrained=True)
+    loaded = m3d_zoo.create_model(f'hf-hub:{hub_repo_id}', pretrained=True).eval()
     assert loaded.num_classes == 0
+    # the checkpoint's weights, without the classifier: the checkpoint model's embedding
+    best = m3d_zoo.engine.model_from_checkpoint(trained / 'best.safetensors').eval()
+    x = torch.randn(1, 3, 4, 32, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), best.forward_head(best.forward_features(x), pre_logits=True))
 
 
 @pytest.mark.parametrize('argv, message', [

@@ -144,16 +144,56 @@ def test_aggregate_and_format_name_the_protocol():
         aggregate_results([res, trap])
 
 
-def test_rerank_shapes_and_clusters():
+def _euclidean(a, b):
+    return np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))
+
+
+def test_rerank_hand_computed():
+    # 1-D points: query q = 0, gallery g1 = 1 and g2 = 3; joint order (q, g1, g2).
+    q, g = np.array([[0.]]), np.array([[1.], [3.]])
+    dists = _euclidean(q, g), _euclidean(q, q), _euclidean(g, g)
+    # Squared distances scaled per row to [0, 1]: q (0, 1/9, 1), g1 (1/4, 0, 1), g2 (1, 4/9, 0).
+    # k1 = 1: q and g1 are each other's nearest, so both k-reciprocal sets are {q, g1}; g2's is {g2} (g2 is nobody's
+    # nearest). The encoding v_i is exp(-dist(i, .)) over the set, normalised to sum 1:
+    a = np.exp(-1 / 9) / (1 + np.exp(-1 / 9))  # v_q = (1 - a, a, 0)
+    c = np.exp(-1 / 4) / (1 + np.exp(-1 / 4))  # v_g1 = (c, 1 - c, 0); v_g2 = (0, 0, 1)
+    # Jaccard distance 1 - sum(min) / sum(max) = 1 - m / (2 - m), m = sum(min); a, c < 1/2 so m(q, g1) = c + a.
+    m = a + c
+    lam = 0.5
+    expected = [(1 - lam) * (1 - m / (2 - m)) + lam * 1 / 9, (1 - lam) * 1 + lam * 1]
+    np.testing.assert_allclose(re_ranking(*dists, k1=1, k2=1, lambda_value=lam), [expected], rtol=1e-6)
+    # k2 = 2, local query expansion: each v becomes the mean over its 2 nearest. q and g1 have the same two, so
+    # their Jaccard distance is 0; v_g2 -> (v_g2 + v_g1) / 2, with v_q's: m = c / 2 + (1 - c) / 2 = 1 / 2, so 2 / 3.
+    expected = [(1 - lam) * 0 + lam * 1 / 9, (1 - lam) * 2 / 3 + lam * 1]
+    np.testing.assert_allclose(re_ranking(*dists, k1=1, k2=2, lambda_value=lam), [expected], rtol=1e-6)
+    # lambda = 1: the scaled squared distance alone
+    np.testing.assert_allclose(re_ranking(*dists, k1=1, k2=2, lambda_value=1.0), [[1 / 9, 1.]], rtol=1e-6)
+
+
+def test_rerank_clusters_and_evaluate_embeddings_wiring():
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(6, 8)) * 4
     g_pids = np.repeat(np.arange(6), 5)
     q_pids = np.arange(6)
     g = centers[g_pids] + rng.normal(size=(30, 8))
     q = centers[q_pids] + rng.normal(size=(6, 8))
-    d = lambda a, b: np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))  # noqa: E731
-    rr = re_ranking(d(q, g), d(q, q), d(g, g), k1=4, k2=2, lambda_value=0.3)
-    assert rr.shape == (6, 30) and np.isfinite(rr).all()
-    res = evaluate_embeddings(q, g, q_pids, g_pids, np.zeros(6), np.ones(30), rerank=True,
-                              rerank_kwargs=dict(k1=4, k2=2))
-    assert res['rank1'] == 1.0 and res['mAP'] > 0.9 and 're-ranking' in res['metric']
+    rr = re_ranking(_euclidean(q, g), _euclidean(q, q), _euclidean(g, g), k1=4, k2=2, lambda_value=0.3)
+    assert rr.shape == (6, 30)
+    # well separated identities: every query's own 5 tracklets come first
+    assert (np.sort(rr, 1)[:, 4] < np.min(np.where(q_pids[:, None] == g_pids[None], np.inf, rr), 1)).all()
+    # evaluate_embeddings(rerank=True) ranks by re_ranking of its query-gallery, query-query and gallery-gallery
+    # distances, with the caller's k1 / k2. Noisy identities, so that re-ranking and its settings change the result.
+    g = centers[g_pids] * 0.25 + rng.normal(size=(30, 8))
+    q = centers[np.repeat(q_pids, 2)] * 0.25 + rng.normal(size=(12, 8))
+    qp, qc, gc = np.repeat(q_pids, 2), np.zeros(12), np.ones(30)
+    plain = evaluate_embeddings(q, g, qp, g_pids, qc, gc)
+    maps = []
+    for kw in (dict(k1=4, k2=2), dict(k1=6, k2=3)):
+        res = evaluate_embeddings(q, g, qp, g_pids, qc, gc, rerank=True, rerank_kwargs=kw)
+        ref = evaluate_rank(re_ranking(_euclidean(q, g), _euclidean(q, q), _euclidean(g, g), **kw), qp, g_pids, qc,
+                            gc)
+        assert res['mAP'] == pytest.approx(ref['mAP'], rel=1e-6) and res['mAP'] != pytest.approx(plain['mAP'])
+        np.testing.assert_allclose(res['cmc'], ref['cmc'])
+        assert 're-ranking' in res['metric'] and 're-ranking' not in plain['metric']
+        maps.append(res['mAP'])
+    assert maps[0] != pytest.approx(maps[1])  # the settings reach re_ranking

@@ -60,6 +60,13 @@ def _assert_same_state(a, b):
         assert torch.equal(sa[k], sb[k]), k
 
 
+def test_push_pull_runs_for_every_family():
+    """The round trip below is parametrized by the registry; a short or empty list would skip families silently."""
+    families = ['c2d', 'i3d', 'p3d_a', 'p3d_b', 'p3d_c', 'm3d', 'm3d_ral', 'm3d_ral_s', 'm3d_ral_t', 'm3d_ral_c',
+                'two_stream_m3d']
+    assert sorted(SMALL_MODELS) == sorted(f'{f}_resnet18' for f in families)
+
+
 @pytest.mark.parametrize('name', SMALL_MODELS)
 def test_push_pull_bit_identical(name, hub_server, hub_repo_id):
     model = _randomize(m3d_zoo.create_model(name, num_classes=7))

@@ -10,7 +10,7 @@ import torch
 from huggingface_hub import HfApi
 
 import m3d_zoo
-from m3d_zoo.models._hub import HF_ORG, README_NAME, RELEASED_WEIGHTS, released_pretrained_cfgs
+from m3d_zoo.models._hub import HF_ORG, README_NAME, RELEASED_WEIGHTS, save_pretrained
 
 _RELEASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'hub', 'release.py')
 
@@ -94,13 +94,38 @@ def test_release_refuses_pickled_objects_and_misfit_weights(release, tmp_path):
         release.build_release(str(ckpt), None, str(tmp_path / 'out'), model='m3d_resnet18')  # default args differ
 
 
-def test_registry_tags_for_reid_weights_point_at_released_weights_only():
-    """A pretrained tag may point at the project's organisation only if those weights were released."""
-    for name in m3d_zoo.list_pretrained():
-        hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id or ''
-        if hub_id.startswith(f'{HF_ORG}/'):
-            assert name in RELEASED_WEIGHTS, f'{name} -> {hub_id}: no such release in RELEASED_WEIGHTS'
-    for name in RELEASED_WEIGHTS:
-        arch = name.split('.')[0]
-        assert m3d_zoo.is_model(arch), name
-        assert released_pretrained_cfgs(arch)[name]['hf_hub_id'].startswith(f'{HF_ORG}/')
+def test_registry_tags_are_imagenet_sources_or_released_weights():
+    """Every pretrained tag is a timm 2D ImageNet ResNet of the model's depth, or a release in RELEASED_WEIGHTS on
+    the project's organisation: a tag never points at weights that were not released."""
+    names = m3d_zoo.list_pretrained()
+    assert len(names) == 2 * len(m3d_zoo.list_models()) + len(RELEASED_WEIGHTS) > 0
+    for name in names:
+        arch, tag = name.split('.', 1)
+        hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id
+        if tag in ('tv_in1k', 'a1_in1k'):
+            depth = 'resnet50' if arch == 'two_stream_m3d' else arch.rsplit('_', 1)[1]
+            assert hub_id == f'timm/{depth}.{tag}', name
+        else:
+            assert name in RELEASED_WEIGHTS and hub_id.startswith(f'{HF_ORG}/'), f'{name} -> {hub_id}'
+
+
+def test_released_weights_entry_from_release_tool_gives_a_registry_tag(release, tmp_path, monkeypatch):
+    """The line hub/release.py prints for RELEASED_WEIGHTS gives that architecture, and only it, a tag."""
+    from m3d_zoo.models.video_resnet import family_cfgs
+    save_pretrained(m3d_zoo.create_model('m3d_resnet18', num_classes=6), tmp_path / 'rel', write_card=False)
+    entry = release.registry_entry(f'{HF_ORG}/m3d_resnet18.gait', tmp_path / 'rel')
+    assert 'NOTE' not in entry  # default model arguments: a registry tag rebuilds the same model
+    released = eval('{' + entry + '}', {'__builtins__': {}, 'dict': dict})  # the tool's output: one dict entry
+    assert released == {'m3d_resnet18.gait': dict(hf_hub_id=f'{HF_ORG}/m3d_resnet18.gait', num_classes=6)}
+    for name, cfg in released.items():
+        monkeypatch.setitem(RELEASED_WEIGHTS, name, cfg)
+    monkeypatch.setitem(RELEASED_WEIGHTS, 'm3d_ral_resnet50.mars', dict(num_classes=625))  # default hf_hub_id
+    cfgs = family_cfgs('m3d')
+    assert set(cfgs) == {f'm3d_{d}.{t}' for d in ('resnet18', 'resnet34', 'resnet50', 'resnet101')
+                         for t in ('tv_in1k', 'a1_in1k')} | {'m3d_resnet18.gait'}
+    gait = cfgs['m3d_resnet18.gait']
+    assert gait['hf_hub_id'] == f'{HF_ORG}/m3d_resnet18.gait' and gait['num_classes'] == 6
+    assert gait['input_size'] == (3, 256, 128) and gait['classifier'] == 'head.classifier'  # the family's input spec
+    assert 'notes' not in gait  # not the ImageNet-inflation note
+    assert family_cfgs('m3d_ral')['m3d_ral_resnet50.mars']['hf_hub_id'] == f'{HF_ORG}/m3d_ral_resnet50.mars'
+    assert not [n for n in family_cfgs('c2d') if n.split('.', 1)[1] not in ('tv_in1k', 'a1_in1k')]

@@ -1,4 +1,6 @@
-""" ImageNet inflation and identity at initialisation (DESIGN §3). """
+""" ImageNet inflation, and identity at initialisation that still trains: a 3D model built from a 2D ResNet gives the
+2D net's embedding (any clip with temporal strides 1, constant clips with the default strides), and every temporal
+and attention parameter gets a gradient and moves. """
 import pytest
 import safetensors.torch
 import timm
