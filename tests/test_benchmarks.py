@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+import m3d_zoo
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,15 +33,20 @@ def test_params_speed_json_and_markdown(tmp_path):
     rows = {r['row']: r for r in report['rows']}
     assert list(rows) == ['c2d', 'p3d_b', 'm3d', 'm3d_fused', 'two_stream']
     for r in rows.values():
-        assert r['frames'] == 8 and r['gflops'] > 0 and r['size_mb'] > 0 and r['clips_per_s'] > 0
-        assert r['frames_per_s'] == pytest.approx(8 * r['clips_per_s'], rel=1e-3)
+        assert r['frames'] == 8 and r['clips_per_s'] > 0
         assert r['paper_size_mb'] is None  # the paper's numbers are ResNet-50's
-    assert rows['c2d']['rel_throughput'] == 1.0 and rows['c2d']['flop_rate_vs_2d'] == 1.0
-    # The M3D layer always runs its assembled (2n+1)-tap kernel, so fusing changes neither FLOPs nor size; the
-    # two-stream net holds a 2D net and an M3D one.
-    assert rows['m3d_fused']['gflops'] == pytest.approx(rows['m3d']['gflops'], rel=1e-6)
-    assert rows['m3d_fused']['size_mb'] == rows['m3d']['size_mb']
-    assert rows['two_stream']['gflops'] > rows['c2d']['gflops'] + rows['m3d']['gflops'] * 0.99
+    # GFLOPs against a count made independently: torchvision's ResNet-18 on each of the 8 frames, plus the paper
+    # head's 512 -> 128 Linear; M3D adds 2 C^2 (2n+1) T H W FLOPs per M3D layer (one (2n+1)-tap conv, 2D path folded).
+    c2d = _torchvision_gflops_per_frame(64, 32) * 8 + 2 * 512 * 128 / 1e9
+    assert rows['c2d']['gflops'] == pytest.approx(c2d, abs=0.01)
+    # (C, n, T, H, W) of the stem's and each stage's first M3D layer at 8x64x32, Eq. 6 kernels (3, 3, 3, 1, 1)
+    layers = [(64, 3, 8, 32, 16), (64, 3, 8, 16, 8), (128, 3, 8, 8, 4), (256, 1, 4, 4, 2), (512, 1, 2, 2, 1)]
+    extra = sum(2 * c * c * (2 * n + 1) * t * h * w for c, n, t, h, w in layers) / 1e9
+    c2d_strided = rows['m3d']['gflops'] - extra  # the 2D convs of M3D run on 8, 8, 4, 2 frames in stages 1-4
+    assert 0 < c2d_strided < rows['c2d']['gflops'] and rows['m3d_fused']['gflops'] == pytest.approx(
+        rows['m3d']['gflops'], abs=0.01)
+    # the two-stream net is a 2D net plus M3D + RAL (whose attention layers add a few MFLOPs)
+    assert rows['two_stream']['gflops'] == pytest.approx(rows['c2d']['gflops'] + rows['m3d']['gflops'], abs=0.02)
     assert report['settings']['depth'] == 'resnet18' and report['machine']['threads'] == 1
     assert any(c['check'].startswith('T=8 M3D: time per clip') for c in report['checks'])
     if sys.platform.startswith('linux') and hasattr(ctypes.CDLL(None), 'gnu_get_libc_version'):  # glibc: recorded
@@ -62,15 +70,23 @@ def test_params_speed_json_and_markdown(tmp_path):
 
 
 def test_params_speed_paper_columns_at_resnet50_defaults():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import params_speed
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    args = params_speed.parse_args([])
-    assert args.frames == [8, 16] and args.depth == 'resnet50' and args.device == 'cpu'
-    assert args.models[0] == 'c2d'
-    assert {'i3d', 'p3d_a', 'p3d_b', 'p3d_c', 'm3d', 'm3d_ral', 'two_stream'} <= set(args.models)
-    # Table 1's relative speed: M3D at 8 frames runs 98.3 clips/s, the 2D net 796 frames/s.
-    assert params_speed.PAPER['m3d']['clips'][8] / (params_speed.PAPER_2D_FPS / 8) == pytest.approx(0.988, abs=1e-3)
+    """At the paper's setting (ResNet-50, default strides) the rows carry Table 1's numbers; elsewhere they do not."""
+    run = ['--depth', 'resnet50', '--img-size', '32', '16', '--models', 'm3d', '--format', 'json']
+    rows = {r['row']: r for r in json.loads(_run(*run).stdout)['rows']}
+    assert rows['c2d']['paper_size_mb'] == 95.7 and rows['c2d']['paper_rel_throughput'] == 1.0
+    assert rows['c2d']['paper_clips_per_s'] == pytest.approx(796 / 8)
+    assert rows['m3d']['paper_size_mb'] == 99.9 and rows['m3d']['paper_clips_per_s'] == 98.3
+    assert rows['m3d']['paper_rel_throughput'] == pytest.approx(98.3 / (796 / 8), abs=1e-3)
+    assert rows['m3d']['size_mb'] == round(m3d_zoo.paper_size_mb('m3d_resnet50'), 2)
+    other = {r['row']: r for r in json.loads(_run(*run, '--temporal-strides', '1,1,1,1').stdout)['rows']}
+    assert other['m3d']['paper_size_mb'] is None and other['m3d']['paper_rel_throughput'] is None
 
+
+def _torchvision_gflops_per_frame(h, w):
+    import torchvision
+    from torch.utils.flop_counter import FlopCounterMode
+    net = torchvision.models.resnet18(weights=None)
+    net.fc = torch.nn.Identity()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 3, h, w))
+    return counter.get_total_flops() / 1e9

@@ -129,3 +129,16 @@ def test_released_weights_entry_from_release_tool_gives_a_registry_tag(release, 
     assert 'notes' not in gait  # not the ImageNet-inflation note
     assert family_cfgs('m3d_ral')['m3d_ral_resnet50.mars']['hf_hub_id'] == f'{HF_ORG}/m3d_ral_resnet50.mars'
     assert not [n for n in family_cfgs('c2d') if n.split('.', 1)[1] not in ('tv_in1k', 'a1_in1k')]
+
+
+def test_released_two_stream_weights_get_a_registry_tag(monkeypatch):
+    """The paper's full model is released like every other family: a RELEASED_WEIGHTS entry gives it a tag."""
+    from m3d_zoo.models.two_stream import _two_stream_cfgs
+    monkeypatch.setitem(RELEASED_WEIGHTS, 'two_stream_m3d.mars', dict(num_classes=625))
+    monkeypatch.setitem(RELEASED_WEIGHTS, 'two_stream_m3d_resnet18.gait', dict(num_classes=6))
+    cfgs = _two_stream_cfgs()
+    assert cfgs['two_stream_m3d.mars']['hf_hub_id'] == f'{HF_ORG}/two_stream_m3d.mars'
+    gait = cfgs['two_stream_m3d_resnet18.gait']
+    assert gait['num_classes'] == 6 and gait['hf_hub_id'] == f'{HF_ORG}/two_stream_m3d_resnet18.gait'
+    assert gait['classifier'] == ('spatial_stream.head.classifier', 'temporal_stream.head.classifier')
+    assert len(cfgs) == 2 * 4 + 2

@@ -1,6 +1,5 @@
 """ Every registered model: forward, backward, embedding mode, gradient checkpointing, timm's contract. """
 import json
-import math
 
 import pytest
 import timm
@@ -16,6 +15,24 @@ CLIP = (2, 3, 8, 32, 16)
 
 def _clip(shape=CLIP, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _randomised(model):
+    """Random BN affine parameters and statistics, temporal kernels and attention weights (the 2D convs keep their
+    He init). At initialisation each block's last BN scale is zero, temporal kernels are zero and the RAL mask is 1/2,
+    so the blocks would add nothing and a comparison would check only the stem and the head."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(std=0.1)
+                m.running_mean.normal_(std=0.1)
+                m.running_var.uniform_(0.5, 1.5)
+        for n, p in model.named_parameters():
+            if ('temporal.' in n or 'ral' in n.split('.')[0] or '.ral' in n) and 'bn' not in n:
+                p.normal_(std=0.05)
+    return model
 
 
 def test_registry_lists_every_family_and_depth():
@@ -42,16 +59,23 @@ def test_model_forward_backward_embedding_checkpointing(name):
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not no_grad, f'parameters without gradient: {no_grad[:5]}'
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    # gradient checkpointing recomputes the same function (eval mode: BN statistics are not updated twice)
-    model.eval()
-    with torch.no_grad():
-        ref = model(x)
-    model.set_grad_checkpointing(True)
-    xg = x.clone().requires_grad_(True)
-    ckpt = model(xg)
-    ckpt.sum().backward()
-    assert xg.grad is not None
-    torch.testing.assert_close(ckpt.detach(), ref, rtol=1e-5, atol=1e-5)
+    # gradient checkpointing recomputes the blocks in the backward pass (a block runs twice) and gives the same
+    # outputs and gradients (eval mode: BN statistics are not updated twice)
+    _randomised(model).eval()
+    block = (model.temporal_stream if hasattr(model, 'temporal_stream') else model).layer2[0]
+    calls = []
+    # a pre-hook: the recomputation stops once it has what backward needs, before the block's forward returns
+    block.register_forward_pre_hook(lambda *_: calls.append(1))
+    grads = []
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        calls.clear()
+        xg = x.clone().requires_grad_(True)
+        out = model(xg)
+        out.sum().backward()
+        grads.append((out.detach(), xg.grad))
+        assert len(calls) == (2 if enable else 1), f'grad checkpointing {enable}: block ran {len(calls)} times'
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-5)
     model.set_grad_checkpointing(False)
     # reset_classifier(0): the model returns the embedding, equal to forward_head(pre_logits=True)
     with torch.no_grad():
@@ -106,7 +130,7 @@ def test_group_matcher_puts_head_last(name):
 
 @pytest.mark.parametrize('name', ['m3d_resnet18', 'm3d_ral_resnet18', 'i3d_resnet18', 'two_stream_m3d_resnet18'])
 def test_channels_last_3d(name):
-    model = m3d_zoo.create_model(name, num_classes=0).eval()
+    model = _randomised(m3d_zoo.create_model(name, num_classes=0)).eval()
     x = _clip()
     with torch.no_grad():
         ref = model(x)
@@ -117,7 +141,7 @@ def test_channels_last_3d(name):
 
 @pytest.mark.parametrize('name', ['m3d_ral_resnet18', 'two_stream_m3d_resnet18'])
 def test_torch_compile_traces_without_graph_breaks(name):
-    model = m3d_zoo.create_model(name, num_classes=0).eval()
+    model = _randomised(m3d_zoo.create_model(name, num_classes=0)).eval()
     x = _clip()
     with torch.no_grad():
         ref = model(x)
@@ -146,11 +170,23 @@ def test_cpu_inference_paths_match_autograd_path(name):
 
 def test_paper_head_and_drop_rate():
     model = m3d_zoo.create_model('m3d_resnet18', head='paper', embed_dim=128, num_classes=625)
-    assert model.head_hidden_size == 128 and model.head.drop.p == 0.5
     out = model.forward_train(_clip())
-    assert out['logits'].shape == (2, 625) and out['emb'].shape == (2, 128)
+    assert out['logits'].shape == (2, 625) and out['emb'].shape == (2, 128) and model.head_hidden_size == 128
+    # the paper head drops half of the classifier's inputs in training: zeros among its 128 (after ReLU) inputs
+    # beyond those of eval mode, and fresh draws on each forward; none in eval mode
+    feats = model.forward_features(_clip()).detach()
+    head = model.head
+    pre = head.features(feats)['pre_cls']
+    assert (head.drop(pre) == 0).sum() > (pre == 0).sum() + 30
+    assert not torch.equal(head(feats), head(feats))
+    head.eval()
+    assert torch.equal(head(feats), head(feats)) and torch.equal(head.drop(pre), pre)
+    # bnneck with a set drop rate: the same dropout, at that rate
     bn = m3d_zoo.create_model('m3d_resnet18', drop_rate=0.2)
-    assert bn.head.drop.p == 0.2 and bn.head_hidden_size == 512
+    assert bn.head_hidden_size == 512
+    ones = torch.ones(100_000)
+    assert (bn.head.drop(ones) == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
+    assert (model.head.drop.train()(ones) == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
 
 
 def test_two_stream_forward_train_gives_each_stream_a_loss():
@@ -190,7 +226,11 @@ def test_temporal_downsampling_schedule():
     assert model.forward_features(x).shape[2] == 2  # 16 / 8
     keep = m3d_zoo.create_model('m3d_resnet18', num_classes=0, temporal_strides=(1, 1, 1, 1)).eval()
     assert keep.forward_features(x).shape[2] == 16
-    assert math.prod(model.temporal_strides) == model.min_frames == 8
+    # T must be a multiple of the strides' product (8): 8 and 24 run, 4 and 12 are refused with the reason
+    assert model.forward_features(_clip((2, 3, 24, 32, 16))).shape[2] == 3
+    for T in (4, 12):
+        with pytest.raises(ValueError, match='must be a multiple of 8'):
+            model(_clip((2, 3, T, 32, 16)))
 
 
 class _ShiftUnit(Unit):

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from ._hub import released_pretrained_cfgs
 from ._inflate import inflate_filter_fn, inflate_state_dict
 from ._record import get_model_args, records_args, update_model_args
 from .video_resnet import RESNET_DEPTHS, VideoResNet, _cfg
@@ -190,10 +191,21 @@ def _ts_cfg(depth: str, tag: str) -> Dict[str, Any]:
     return cfg
 
 
-default_cfgs = generate_default_cfgs({
-    f'two_stream_m3d{"" if depth == "resnet50" else "_" + depth}.{tag}': _ts_cfg(depth, tag)
-    for depth in RESNET_DEPTHS for tag in ('tv_in1k', 'a1_in1k')
-})
+def _two_stream_cfgs() -> Dict[str, Dict[str, Any]]:
+    """ImageNet sources (tv_in1k, the paper's, default; a1_in1k) and released ReID weights, for every depth."""
+    cfgs = {}
+    for depth in RESNET_DEPTHS:
+        arch = 'two_stream_m3d' if depth == 'resnet50' else f'two_stream_m3d_{depth}'
+        for tag in ('tv_in1k', 'a1_in1k'):
+            cfgs[f'{arch}.{tag}'] = _ts_cfg(depth, tag)
+        for name, released in released_pretrained_cfgs(arch).items():
+            base = _ts_cfg(depth, 'tv_in1k')  # input spec and classifier names; the release sets weights and notes
+            base.pop('notes')
+            cfgs[name] = dict(base, **released)
+    return cfgs
+
+
+default_cfgs = generate_default_cfgs(_two_stream_cfgs())
 
 
 @register_model
