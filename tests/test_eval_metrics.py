@@ -1,10 +1,12 @@
-""" CMC / mAP: hand-computed cases, agreement with a plain per-query loop, chunking, junk, ties, aggregation. """
+""" CMC / mAP: hand-computed cases, agreement with a plain per-query loop, chunking, junk, ties, infinite distances,
+aggregation. """
 import numpy as np
 import pytest
 import torch
 
 from m3d_zoo.eval import (
-    FeatureDistance, aggregate_results, evaluate_embeddings, evaluate_rank, format_results, re_ranking)
+    FeatureDistance, aggregate_results, compute_distance_matrix, evaluate_embeddings, evaluate_rank, format_results,
+    re_ranking)
 
 
 def _hand_case():
@@ -72,13 +74,16 @@ def _reference(dist, q_pids, g_pids, q_cams, g_cams, max_rank, ap_mode, junk_pid
 
 
 @pytest.mark.parametrize('ap_mode', ['standard', 'trapezoid'])
-@pytest.mark.parametrize('ties', [False, True])
-def test_matches_reference_loop_on_random_data(ap_mode, ties):
-    rng = np.random.default_rng(1 if ties else 0)
+@pytest.mark.parametrize('kind', ['continuous', 'ties', 'infinite'])
+def test_matches_reference_loop_on_random_data(ap_mode, kind):
+    rng = np.random.default_rng(['continuous', 'ties', 'infinite'].index(kind))
     nq, ng = 60, 400
     q_pids, g_pids = rng.integers(-1, 25, nq), rng.integers(-1, 25, ng)
     q_cams, g_cams = rng.integers(0, 4, nq), rng.integers(0, 4, ng)
-    dist = rng.integers(0, 20, (nq, ng)).astype(np.float32) if ties else rng.random((nq, ng))
+    dist = rng.random((nq, ng)) if kind == 'continuous' else rng.integers(0, 20, (nq, ng)).astype(np.float32)
+    if kind == 'infinite':  # a quarter of the pairs masked to +inf, some at -inf: true matches and junk among them
+        dist[rng.random((nq, ng)) < 0.25] = np.inf
+        dist[rng.random((nq, ng)) < 0.05] = -np.inf
     cmc, m_ap, n_valid = _reference(dist, q_pids, g_pids, q_cams, g_cams, 20, ap_mode)
     res = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=20, ap_mode=ap_mode, chunk_size=7)
     np.testing.assert_allclose(res['cmc'], cmc, rtol=1e-12)
@@ -113,6 +118,64 @@ def test_degenerate_embeddings_do_not_score():
     q_pids, g_pids = np.array([0, 1]), np.array([0, 1, 2, 3])
     res = evaluate_rank(np.zeros((2, 4)), q_pids, g_pids, np.zeros(2), np.ones(4), max_rank=4)
     np.testing.assert_allclose(res['cmc'], [0, 0, 0, 1])
+
+
+def _inf_case():
+    # gallery:          0  1  2  3  4   5
+    g_pids = np.array([1, 1, 2, 3, 1, -1])
+    g_cams = np.array([1, 0, 1, 1, 1, 0])
+    q_pids = np.array([1, 2, 1])
+    q_cams = np.array([0, 0, 1])
+    inf = np.inf
+    dist = np.array([
+        [0.1, inf, 0.5, inf, inf, -inf],  # g1 junk at +inf; valid: POS g0, neg g2, neg g3 (tie) before POS g4
+        [0.3, 0.4, inf, 0.1, 0.2, 0.0],  # the only match (g2) masked to +inf: after the 4 negatives, rank 5
+        [-inf, 0.3, -inf, 0.5, -inf, inf],  # g0 and g4 junk at -inf; neg g2 at -inf, then POS g1: rank 2
+    ])  # g5 is a distractor (-1) at -inf / 0 / +inf: ignored
+    return dist, q_pids, g_pids, q_cams, g_cams
+
+
+@pytest.mark.parametrize('as_float16', [False, True])
+@pytest.mark.parametrize('chunk_size', [1, None])
+def test_infinite_distances_hand_computed(as_float16, chunk_size):
+    dist, q_pids, g_pids, q_cams, g_cams = _inf_case()
+    if as_float16:  # the same matrix with the infinities produced by float16 overflow
+        dist = torch.from_numpy(np.where(np.isinf(dist), np.sign(dist) * 1e5, dist)).half()
+        assert torch.isinf(dist).sum() == 9
+    res = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=5, chunk_size=chunk_size,
+                        return_per_query=True)
+    np.testing.assert_allclose(res['ap'], [(1 / 1 + 2 / 4) / 2, 1 / 5, 1 / 2], rtol=1e-12)
+    assert list(res['first_hit_rank']) == [1, 5, 2]
+    np.testing.assert_allclose(res['cmc'], [1 / 3, 2 / 3, 2 / 3, 2 / 3, 1])
+    assert res['mAP'] == pytest.approx((0.75 + 0.2 + 0.5) / 3)
+    assert res['mINP'] == pytest.approx((2 / 4 + 1 / 5 + 1 / 2) / 3)
+
+
+@pytest.mark.parametrize('ap_mode', ['standard', 'trapezoid'])
+def test_all_inf_all_equal_and_all_minus_inf_score_alike(ap_mode):
+    _, q_pids, g_pids, q_cams, g_cams = _inf_case()
+    results = [evaluate_rank(np.full((3, 6), v), q_pids, g_pids, q_cams, g_cams, max_rank=5, ap_mode=ap_mode,
+                             return_per_query=True) for v in (0.0, 7.0, np.inf, -np.inf)]
+    # every valid negative ranks before every match: q0 has 2 negatives and 2 matches, q1 4 and 1, q2 2 and 1
+    standard = [(1 / 3 + 2 / 4) / 2, 1 / 5, 1 / 3]
+    trapezoid = [((0 / 2 + 1 / 3) / 2 + (1 / 3 + 2 / 4) / 2) / 2, (0 / 4 + 1 / 5) / 2, (0 / 2 + 1 / 3) / 2]
+    for res in results:
+        np.testing.assert_allclose(res['ap'], standard if ap_mode == 'standard' else trapezoid, rtol=1e-12)
+        np.testing.assert_allclose(res['cmc'], [0, 0, 2 / 3, 2 / 3, 1])
+        assert list(res['first_hit_rank']) == [3, 5, 3]
+
+
+def test_cosine_distance_of_huge_features():
+    # the norm of these float32 rows overflows; normalising must not turn them into zero vectors (distance 1)
+    q = torch.tensor([[3e19, 3e19, 0.0], [0.0, 0.0, 1e-30]])
+    g = torch.tensor([[-3e19, -3e19, 0.0], [1e20, 0.0, 0.0], [0.0, 0.0, 5.0]])
+    expected = [[2.0, 1 - 2 ** -0.5, 1.0], [1.0, 1.0, 0.0]]
+    np.testing.assert_allclose(compute_distance_matrix(q, g, 'cosine').numpy(), expected, atol=1e-6)
+    # an all-zero row is at distance 1 from everything, also in float16 (whose eps must not underflow to 0/0)
+    z = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    for dtype in (torch.float32, torch.float16):
+        np.testing.assert_allclose(compute_distance_matrix(z.to(dtype), z.to(dtype), 'cosine').float().numpy(),
+                                   [[1, 1], [1, 0]], atol=1e-3)
 
 
 def test_bad_inputs_raise():

@@ -10,12 +10,18 @@ Conventions (the README's Evaluation section gives them to users):
     trapezoids, averaging the precision just before and at each hit (the one before the first rank being 1).
   * Ties: a negative at exactly the same distance as a true match is ranked before it, so degenerate embeddings
     (e.g. all equal) cannot score well by luck of the gallery order.
+  * Infinite distances are ordinary values: a true match at `+inf` ranks after every finite negative and after the
+    negatives at `+inf` (a tie), and junk stays ignored whatever its distance, so an all-`+inf`, all-`-inf` or
+    all-equal matrix scores alike. NaN distances are refused with an error.
+  * Person and camera ids must be integers; integral floats (3.0) are accepted, other floats, strings and NaN are
+    refused rather than truncated or compared as labels.
 
 The distance matrix is never ranked in full: each query's true matches are sorted (few) and the valid negatives
 are counted below each of them with a batched binary search. That is O(Q*G) work and memory bounded by the chunk,
 so a distance "matrix" can also be an object that computes rows on demand (`FeatureDistance`) and a
 10,000 x 100,000 evaluation never holds more than one chunk of rows.
 """
+import numbers
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
@@ -44,6 +50,88 @@ def _as_tensor(x, device=None, dtype=None) -> torch.Tensor:
     return t.to(device=device, dtype=dtype) if (device is not None or dtype is not None) else t
 
 
+def _plural(n: int, word: str) -> str:
+    return f'{n} {word}' + ('' if n == 1 else 's')
+
+
+def _check_real(x, name: str, what: str):
+    """ TypeError naming `name` unless the array or tensor `x` holds real numbers (bool, int or float). """
+    if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise TypeError(f'{name} must hold real numbers ({what}), got a complex tensor ({x.dtype})')
+    elif x.dtype.kind not in 'biuf':
+        example = f', e.g. {x.flat[0]!r}' if x.size else ''
+        raise TypeError(f'{name} must hold real numbers ({what}), got dtype {x.dtype}{example}')
+
+
+def _as_numeric_tensor(x, name: str, what: str) -> torch.Tensor:
+    """ `x` as a tensor of real numbers, or a clear error naming `name` and what it should hold. """
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = np.asarray(x)
+        except ValueError as e:  # ragged nested lists
+            raise ValueError(f'{name} could not be made into one array ({e}): give a numpy array or tensor') from None
+    _check_real(x, name, what)
+    return _as_tensor(x)
+
+
+def _as_ids(x, name: str, device) -> torch.Tensor:
+    """ Integer id tensor (int64, on `device`) from ints, bools or integral floats; clear errors for anything else.
+
+    Floats must be integral because ids are compared exactly: truncating 1.5 to 1 would merge two people.
+    """
+    if isinstance(x, numbers.Number) or (isinstance(x, np.ndarray) and x.ndim == 0):
+        raise ValueError(f'{name} must be a 1-D sequence of ids, one per item, got the scalar {x!r}')
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+        if t.is_complex():
+            raise TypeError(f'{name} must hold integer ids, got a complex tensor ({t.dtype})')
+    else:
+        try:
+            a = np.asarray(x)
+        except ValueError as e:
+            raise ValueError(f'{name} could not be made into an array ({e}): give a 1-D sequence of integer ids') \
+                from None
+        if a.dtype.kind in 'USO':
+            example = f', e.g. {a.flat[0]!r}' if a.size else ''
+            raise TypeError(
+                f'{name} must hold integer ids, got {"strings" if a.dtype.kind in "US" else "Python objects"} '
+                f'(dtype {a.dtype}{example}); map the labels to integers with one mapping for query and gallery, '
+                f'e.g. ids = np.unique(np.concatenate([q_labels, g_labels]), return_inverse=True)[1], then split ids '
+                f'back into query and gallery parts')
+        if a.dtype.kind not in 'biuf':
+            raise TypeError(f'{name} must hold integer ids, got dtype {a.dtype}')
+        t = _as_tensor(a)
+    if t.is_floating_point():
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            i = int(bad.flatten().nonzero()[0])
+            raise ValueError(f'{name} has {_plural(int(bad.sum()), "NaN or infinite id")} (first at index {i}): give '
+                             f'every item an integer id, or drop the items without one')
+        bad = t != t.trunc()
+        if bad.any():
+            i = int(bad.flatten().nonzero()[0])
+            raise ValueError(f'{name} has {_plural(int(bad.sum()), "non-integral id")} (e.g. {t.flatten()[i].item()!r} '
+                             f'at index {i}); ids are compared as integers and are not rounded: pass integer ids '
+                             f'(integral floats such as 3.0 are accepted)')
+    return t.to(device=device, dtype=torch.int64)
+
+
+def _describe_rows(rows) -> str:
+    if isinstance(rows, slice) and rows.step is None:
+        if rows.start is None and rows.stop is None:
+            return 'all query rows'
+        return f'query rows {rows.start or 0}..' + ('end' if rows.stop is None else str(rows.stop - 1))
+    return f'query rows {rows!r}'
+
+
+def _unit_rows(f: torch.Tensor) -> torch.Tensor:
+    # scaled to max |x| = 1 first: the norm of large features overflows to inf, which would zero the vector
+    # (an eps that float16 can hold keeps an all-zero row at zero instead of 0/0)
+    tiny = torch.finfo(f.dtype).tiny
+    return torch.nn.functional.normalize(f / f.abs().amax(1, keepdim=True).clamp_min(tiny), dim=1, eps=tiny)
+
+
 class FeatureDistance:
     """ A lazily computed (Q, G) distance matrix: rows are produced on demand from the features.
 
@@ -51,22 +139,32 @@ class FeatureDistance:
         q_feats: Query features (Q, D).
         g_feats: Gallery features (G, D).
         metric: 'euclidean' (paper), 'sqeuclidean' or 'cosine' (1 - cosine similarity).
+
+    Raises:
+        ValueError: On features that are not finite, or, when rows are computed, on distances that overflow the
+            features' floating type (normalise the features or pass them in a wider type).
     """
 
     def __init__(self, q_feats, g_feats, metric: str = 'euclidean'):
         if metric not in ('euclidean', 'sqeuclidean', 'cosine'):
             raise ValueError(f'metric must be euclidean, sqeuclidean or cosine, got {metric!r}')
-        self.q = _as_tensor(q_feats)
-        self.g = _as_tensor(g_feats).to(self.q.device)
+        self.q = _as_numeric_tensor(q_feats, 'q_feats', 'query features')
+        self.g = _as_numeric_tensor(g_feats, 'g_feats', 'gallery features').to(self.q.device)
         if not self.q.is_floating_point():
             self.q = self.q.float()
         self.g = self.g.to(self.q.dtype)
         if self.q.ndim != 2 or self.g.ndim != 2 or self.q.shape[1] != self.g.shape[1]:
             raise ValueError(f'features must be (Q, D) and (G, D), got {tuple(self.q.shape)} and {tuple(self.g.shape)}')
+        for name, f in (('q_feats', self.q), ('g_feats', self.g)):
+            bad = ~torch.isfinite(f)
+            if bad.any():
+                row = int(bad.any(1).nonzero()[0])
+                raise ValueError(f'{name} has {_plural(int(bad.sum()), "NaN or infinite value")} (first in row {row}): '
+                                 f'the model produced broken embeddings; check them with torch.isfinite before '
+                                 f'evaluating')
         self.metric = metric
         if metric == 'cosine':
-            self.q = torch.nn.functional.normalize(self.q, dim=1)
-            self.g = torch.nn.functional.normalize(self.g, dim=1)
+            self.q, self.g = _unit_rows(self.q), _unit_rows(self.g)
         else:
             self.g_sq = (self.g * self.g).sum(1)
         self.shape = (self.q.shape[0], self.g.shape[0])
@@ -79,7 +177,20 @@ class FeatureDistance:
         # |q|^2 + |g|^2 - 2 q.g with one fused GEMM and in-place ops: half the time of the plain expression
         d = torch.addmm(self.g_sq.unsqueeze(0), q, self.g.T, alpha=-2)
         d.add_((q * q).sum(1, keepdim=True)).clamp_(min=0)
+        # features are finite, so a non-finite distance is an overflow (inf - inf gives NaN)
+        if not torch.isfinite(d).all():
+            self._raise_overflow(q, d, rows)
         return d.sqrt_() if self.metric == 'euclidean' else d
+
+    def _raise_overflow(self, q, d, rows):
+        norm = max(float(torch.linalg.vector_norm(f.double(), dim=1).max()) for f in (q, self.g))
+        wider = 'float32 or float64' if torch.finfo(d.dtype).bits < 32 else 'float64'
+        dtype = str(d.dtype).replace('torch.', '')
+        raise ValueError(
+            f'{self.metric} distances overflowed {dtype} in {int((~torch.isfinite(d)).sum())} of {d.numel()} '
+            f'entries of {_describe_rows(rows)} (largest feature norm {norm:.3g}; squared distances must stay below '
+            f'{torch.finfo(d.dtype).max:.3g}): normalise the features (e.g. torch.nn.functional.normalize(feats, '
+            f'dim=1), or metric="cosine") or pass them as {wider}')
 
 
 def compute_distance_matrix(q_feats, g_feats, metric: str = 'euclidean') -> torch.Tensor:
@@ -106,10 +217,12 @@ def _chunk_ranks(d, qp, qc, gp, gc, g_junk):
     pos_d = torch.topk(torch.where(pos, d, inf), max_pos, dim=1, largest=False, sorted=True).values.contiguous()
     del pos
     # bucket b = number of true matches strictly closer than the negative; that negative ranks before match k
-    # iff b <= k (ties go against the query). Non-negatives become +inf and land past every real match.
-    bucket = torch.searchsorted(pos_d, torch.where(neg, d, inf), right=False, out_int32=True)
+    # iff b <= k (ties go against the query). Non-negatives go to bucket max_pos, which is dropped: giving them a
+    # distance of +inf instead would rank them before any true match at +inf.
+    bucket = torch.searchsorted(pos_d, d.contiguous(), right=False, out_int32=True)
+    bucket.masked_fill_(~neg, max_pos)
     del neg
-    bucket = bucket.clamp_(max=max_pos).long()
+    bucket = bucket.long()
     bucket += (torch.arange(c, device=d.device) * (max_pos + 1)).unsqueeze(1)
     hist = torch.bincount(bucket.view(-1), minlength=c * (max_pos + 1)).view(c, max_pos + 1)[:, :max_pos]
     del bucket
@@ -117,6 +230,21 @@ def _chunk_ranks(d, qp, qc, gp, gc, g_junk):
     k = torch.arange(max_pos, device=d.device).unsqueeze(0)
     ranks = (negs_before + k + 1).double()
     return ranks, npos
+
+
+def _raise_nan(distmat, nan: torch.Tensor, s: int, e: int):
+    """ ValueError for NaN distances found in query rows s..e-1: how many, where first, and where they come from. """
+    i, j = (int(v) for v in nan.nonzero()[0])
+    if type(distmat) is np.ndarray or isinstance(distmat, torch.Tensor):  # in memory: cheap to count all of it
+        count = f'{int(np.isnan(distmat).sum()) if isinstance(distmat, np.ndarray) else int(distmat.isnan().sum())} ' \
+                f'NaN entries'
+    else:  # computed or read on demand: count this chunk only
+        count = f'{int(nan.sum())} NaN entries in query rows {s}..{e - 1} (later rows not checked)'
+    raise ValueError(
+        f'distmat has {count}, the first at query {s + i}, gallery item {j}. NaN distances come from NaN or infinite '
+        f'features (a diverged model), from an overflow when computing the distances (e.g. |q|^2 + |g|^2 - 2 q.g in '
+        f'float16/float32 with large features: normalise them or use float64) or from 0/0 in a custom distance; a '
+        f'masked pair should be +inf, not NaN')
 
 
 def evaluate_rank(
@@ -155,22 +283,56 @@ def evaluate_rank(
         Dict with `cmc` (numpy, max_rank), `mAP`, `mINP`, `rank1`/`rank5`/`rank10`/`rank20` (those <= max_rank),
         all fractions in [0, 1]; `num_valid_queries`, `num_queries`, `num_skipped_queries`, `ap_mode`,
         `gallery_mode`.
+
+    Raises:
+        TypeError: On ids that are not numbers (e.g. strings: map them to integers first), a distance matrix
+            that is not numeric, or a `max_rank` / `chunk_size` that is not an integer.
+        ValueError: On a distance matrix that is not 2-D or whose shape is not (number of queries, number of
+            gallery items), NaN distances, non-integral or NaN ids (integral floats such as 3.0 are accepted),
+            `max_rank` or `chunk_size` below 1, or when no query has a true match.
     """
     if ap_mode not in AP_MODES:
         raise ValueError(f'ap_mode must be one of {list(AP_MODES)}, got {ap_mode!r}')
+    for name, v in (('max_rank', max_rank), ('chunk_size', chunk_size)):
+        if v is None and name == 'chunk_size':
+            continue
+        if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+            raise TypeError(f'{name} must be an integer >= 1, got {v!r} ({type(v).__name__})')
+        if v < 1:
+            raise ValueError(f'{name} must be >= 1, got {v}' + (
+                ' (the length of the CMC curve: 20 gives rank-1 to rank-20)' if name == 'max_rank' else ''))
     if isinstance(distmat, (list, tuple)):
-        distmat = np.asarray(distmat)
-    num_q, num_g = distmat.shape
+        distmat = _as_numeric_tensor(distmat, 'distmat', 'distances').numpy()
+    elif isinstance(distmat, (np.ndarray, torch.Tensor)):
+        _check_real(distmat, 'distmat', 'distances')  # lazy matrices are checked chunk by chunk
+    shape = getattr(distmat, 'shape', None)
+    if shape is None:
+        raise TypeError(f'distmat must be a (num_queries, num_gallery) array, tensor or object with .shape and row '
+                        f'slicing, got {type(distmat).__name__}')
+    if len(shape) != 2:
+        hint = '; for a single query pass distmat.reshape(1, -1)' if len(shape) == 1 else \
+            '; drop the extra dimensions (e.g. with .squeeze())' if len(shape) > 2 else ''
+        raise ValueError(f'distmat must be 2-D (num_queries, num_gallery), got shape {tuple(shape)}{hint}')
+    num_q, num_g = shape
     device = getattr(distmat, 'device', None)
     device = device if isinstance(device, torch.device) else torch.device('cpu')
-    q_pids, q_camids = _as_tensor(q_pids, device, torch.int64), _as_tensor(q_camids, device, torch.int64)
-    g_pids, g_camids = _as_tensor(g_pids, device, torch.int64), _as_tensor(g_camids, device, torch.int64)
-    for name, arr, n in (('q_pids', q_pids, num_q), ('q_camids', q_camids, num_q),
-                         ('g_pids', g_pids, num_g), ('g_camids', g_camids, num_g)):
-        if arr.shape != (n,):
-            raise ValueError(f'{name} has shape {tuple(arr.shape)}, expected ({n},) to match distmat {(num_q, num_g)}')
-    g_junk = torch.isin(g_pids, _as_tensor(list(junk_pids), device, torch.int64)).unsqueeze(0) \
-        if len(junk_pids) else torch.zeros(1, num_g, dtype=torch.bool, device=device)
+    ids = {name: _as_ids(arr, name, device) for name, arr in (
+        ('q_pids', q_pids), ('q_camids', q_camids), ('g_pids', g_pids), ('g_camids', g_camids))}
+    for name, arr in ids.items():
+        if arr.ndim != 1:
+            raise ValueError(f'{name} must be 1-D, one id per item, got shape {tuple(arr.shape)}: flatten it with '
+                             f'.reshape(-1)')
+    q_pids, q_camids, g_pids, g_camids = ids['q_pids'], ids['q_camids'], ids['g_pids'], ids['g_camids']
+    for a, b in (('q_pids', 'q_camids'), ('g_pids', 'g_camids')):
+        if len(ids[a]) != len(ids[b]):
+            raise ValueError(f'{a} has {len(ids[a])} ids but {b} has {len(ids[b])}: give one of each per item')
+    if (num_q, num_g) != (len(q_pids), len(g_pids)):
+        hint = ' (it looks transposed: pass distmat.T)' if (num_g, num_q) == (len(q_pids), len(g_pids)) else ''
+        raise ValueError(f'distmat has shape {(num_q, num_g)} but there are {len(q_pids)} queries (q_pids) and '
+                         f'{len(g_pids)} gallery items (g_pids): rows must be queries and columns gallery items{hint}')
+    junk = junk_pids if isinstance(junk_pids, torch.Tensor) else np.asarray(
+        list(junk_pids) if isinstance(junk_pids, (set, frozenset)) else junk_pids)
+    g_junk = torch.isin(g_pids, _as_ids(junk.reshape(-1), 'junk_pids', device)).unsqueeze(0)
     if chunk_size is None:
         chunk_size = max(1, (max_chunk_memory_mb << 20) // (_BYTES_PER_ELEMENT * max(num_g, 1)))
 
@@ -182,11 +344,12 @@ def evaluate_rank(
     ranks_1 = torch.arange(1, max_rank + 1, dtype=torch.float64)
     for s in range(0, num_q, chunk_size):
         e = min(s + chunk_size, num_q)
-        d = _as_tensor(distmat[s:e], device)
+        d = _as_numeric_tensor(distmat[s:e], 'distmat', 'distances').to(device)
         if not d.is_floating_point() or d.dtype in (torch.float16, torch.bfloat16):
             d = d.float()
-        if torch.isnan(d).any():
-            raise ValueError(f'distmat has NaN values in query rows {s}..{e - 1}')
+        nan = torch.isnan(d)
+        if nan.any():
+            _raise_nan(distmat, nan, s, e)
         ranks, npos = _chunk_ranks(d, q_pids[s:e], q_camids[s:e], g_pids, g_camids, g_junk)
         del d
         ranks, npos = ranks.cpu(), npos.cpu()
