@@ -237,3 +237,89 @@ def test_tracklet_folder(tmp_path):
         load_tracklet_folder(str(tmp_path / 'named' / 'query'))
     with pytest.raises(ValueError, match='Unknown dataset'):
         create_dataset('duke', root)
+
+
+def _pid_by_folder(tracklets):
+    """ {person folder name: pid} of `tracklets` (the folder above each tracklet folder). """
+    return {os.path.basename(os.path.dirname(os.path.dirname(t.paths[0]))): t.pid for t in tracklets}
+
+
+def test_tracklet_folder_named_persons_keep_distractor_and_junk_ids(tmp_path):
+    # one named person among integer folders must not renumber the integers: -1 stays a distractor, 0 stays 0
+    root = str(tmp_path)
+    write_fake_folder(root, train={'0001': [(1, 3)], '0002': [(1, 3)], 'carol': [(2, 3)]},
+                      query={'0003': [(1, 3)], '-1': [(2, 3)], 'bob': [(1, 3)]},
+                      gallery={'0003': [(2, 3)], '0': [(1, 3)], 'bob': [(2, 3)], '-1': [(3, 3)], '0007': [(1, 3)]})
+    ds = load_tracklet_folder(root)
+    q, g = _pid_by_folder(ds.query), _pid_by_folder(ds.gallery)
+    assert q['-1'] == g['-1'] == -1 and g['0'] == 0 and q['0003'] == g['0003'] == 3 and g['0007'] == 7
+    # named folders get fresh ids above every integer id, in name order, the same in query and gallery
+    assert q['bob'] == g['bob'] == 8 and ds.extra['pid_names'][9] == 'carol'
+    assert ds.extra['pid_names'][-1] == '-1' and ds.extra['pid_names'][8] == 'bob'
+    assert sorted({t.pid for t in ds.train}) == [0, 1, 2] and ds.num_train_pids == 3
+    # only names: fresh ids start at 1, so that no person takes MARS's junk id 0
+    root2 = str(tmp_path / 'named')
+    write_fake_folder(root2, train={}, query={'alice': [(1, 3)]}, gallery={'alice': [(2, 3)], 'bob': [(1, 2)]})
+    assert _pid_by_folder(load_tracklet_folder(root2).gallery) == {'alice': 1, 'bob': 2}
+
+
+def test_tracklet_folder_refuses_ambiguous_or_unusable_person_folders(tmp_path):
+    # '0001' and '1' in one subset are one id: merging two folders into one person must be an error
+    root = str(tmp_path / 'twice')
+    write_fake_folder(root, train={'0001': [(1, 3)], '1': [(2, 3)], '0002': [(1, 3)]})
+    with pytest.raises(DatasetError, match=r"train/ has person folders '0001' and '1'.*same person id 1.*[Rr]ename"):
+        load_tracklet_folder(root)
+    root = str(tmp_path / 'zero')
+    write_fake_folder(root, query={'0': [(1, 3)], '-0': [(1, 3)], '-1': [(1, 2)], '0003': [(1, 3)]})
+    with pytest.raises(DatasetError, match=r"query/ has person folders '0' and '-0'.*same person id 0"):
+        load_tracklet_folder(root)
+    # the same integer spelled differently in two subsets is one person, as integer ids always were
+    root = str(tmp_path / 'across')
+    write_fake_folder(root, query={'0003': [(1, 3)]}, gallery={'3': [(2, 3)], '0004': [(1, 3)]})
+    ds = load_tracklet_folder(root)
+    assert ds.query[0].pid == _pid_by_folder(ds.gallery)['3'] == 3 and ds.extra['pid_names'][3] == '0003'
+    # a distractor folder in train/ would become one training identity made of many people
+    root = str(tmp_path / 'train_distractor')
+    write_fake_folder(root, train={'0001': [(1, 3)], '0002': [(1, 3)], '-1': [(2, 3)]})
+    with pytest.raises(DatasetError, match=r"train/-1.*distractor.*not a training identity"):
+        load_tracklet_folder(root)
+    # an id that does not fit the int64 label arrays
+    root = str(tmp_path / 'huge')
+    write_fake_folder(root, query={'0003': [(1, 3)]}, gallery={'0003': [(2, 3)], '9' * 25: [(1, 3)]})
+    with pytest.raises(DatasetError, match=r"gallery/9{25}.*too large"):
+        load_tracklet_folder(root)
+
+
+_LABELS_SCRIPT = """
+import json, os, sys
+from m3d_zoo.data import load_tracklet_folder
+ds = load_tracklet_folder(sys.argv[1])
+name = lambda t: os.path.basename(os.path.dirname(os.path.dirname(t.paths[0])))
+print(json.dumps({'train': sorted((name(t), t.pid) for t in ds.train),
+                  'test': sorted((name(t), t.pid) for t in ds.query + ds.gallery)}))
+"""
+
+
+def test_tracklet_folder_labels_do_not_depend_on_the_hash_seed(tmp_path):
+    # names whose natural sort keys tie ('Alice'/'alice', 'p1'/'p01'): a resumed run must get the same labels
+    import subprocess
+    import sys
+    import m3d_zoo
+    root = str(tmp_path)
+    tied = ('alice', 'Alice', 'bob', 'Bob', 'p1', 'p01', 'x_2', 'X_02')
+    write_fake_folder(root, train={n: [(1, 2)] for n in tied}, query={'Carol': [(1, 2)], 'carol': [(1, 2)]},
+                      gallery={'carol': [(2, 2)], 'Carol': [(2, 2)]})
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(m3d_zoo.__file__)))
+    outs = []
+    for seed in ('0', '1', '2'):
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=os.pathsep.join(
+            [repo] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])))
+        r = subprocess.run([sys.executable, '-c', _LABELS_SCRIPT, root], env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    assert outs[0] == outs[1] == outs[2]
+    # the order is natural order with the raw name as tie-break (upper case before lower case)
+    order = ['Alice', 'alice', 'Bob', 'bob', 'p01', 'p1', 'X_02', 'x_2']
+    assert dict(outs[0]['train']) == {n: i for i, n in enumerate(order)}
+    assert dict(outs[0]['test'])['Carol'] < dict(outs[0]['test'])['carol']

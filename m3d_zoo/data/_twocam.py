@@ -4,6 +4,8 @@ import os
 import re
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from .base import (
     DatasetError, Tracklet, VideoReIDDataset, list_images, natural_key, relabel_tracklets, warn_skipped)
 from .splits import check_splits, load_splits, make_random_splits, save_splits
@@ -36,6 +38,14 @@ def scan_camera(
     return out
 
 
+def _check_int(dataset: str, name: str, value, low: Optional[int]):
+    # values from the command line's --dataset-kwargs arrive as whatever JSON they parse to
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f'{dataset}: {name} must be an integer, got {value!r}')
+    if low is not None and value < low:
+        raise ValueError(f'{dataset}: {name} must be an integer >= {low}, got {value!r}')
+
+
 def load_two_camera(
         dataset: str,
         data_dir: str,
@@ -49,6 +59,9 @@ def load_two_camera(
         skipped: List[str],
         official_splits: Optional[Callable[[List[str]], Tuple[List[Dict], str]]] = None,
 ) -> VideoReIDDataset:
+    for arg, value, low in (('split_id', split_id, None), ('num_splits', num_splits, 1), ('seed', seed, None),
+                            ('min_frames', min_frames, None)):
+        _check_int(dataset, arg, value, low)
     cam_a, cam_b = cams
     # a person is usable only when seen by both cameras, each tracklet long enough for the protocol
     persons = sorted(
@@ -78,7 +91,9 @@ def load_two_camera(
             source = f'random, seed {seed}'
         save_splits(path, splits, persons, dataset, source, **meta)
     if split_id >= len(splits):
-        raise DatasetError(f'{dataset}: split file {path} has {len(splits)} splits, split_id {split_id} requested')
+        raise DatasetError(
+            f'{dataset}: split file {path} has {len(splits)} splits (split_id 0..{len(splits) - 1}), split_id '
+            f'{split_id} requested: pick one of those, or delete {path} to regenerate {num_splits} splits.')
 
     split = splits[split_id]
     train = []

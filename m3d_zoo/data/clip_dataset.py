@@ -24,6 +24,24 @@ __all__ = [
 CLIP_SAMPLING_MODES = ('consecutive', 'segments')
 
 
+def _is_count(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 1
+
+
+def _check_num_frames(num_frames) -> int:
+    """ Raise a `ValueError` that says what to pass unless `num_frames` is an integer >= 1; return it. """
+    if not _is_count(num_frames):
+        raise ValueError(f'num_frames (the clip length T) must be an integer >= 1, got {num_frames!r}; e.g. '
+                         f'num_frames=8, the paper\'s clip length, or the num_frames the model was built for.')
+    return int(num_frames)
+
+
+def _check_max_clips(max_clips) -> Optional[int]:
+    if max_clips is not None and not _is_count(max_clips):
+        raise ValueError(f'max_clips must be None (all clips) or an integer >= 1, got {max_clips!r}')
+    return max_clips
+
+
 def _loop(length: int, num_frames: int) -> List[int]:
     return [i % length for i in range(num_frames)]
 
@@ -42,7 +60,11 @@ def sample_train_indices(
         mode: 'consecutive' (T adjacent frames, random start) or 'segments' (one random frame in each of T
             equal segments; indices stay in temporal order, repeating frames when L < T).
         rng: Random generator (default: the `random` module, which DataLoader seeds per worker).
+
+    Raises:
+        ValueError: `num_frames` is not an integer >= 1, the tracklet is empty, or `mode` is unknown.
     """
+    _check_num_frames(num_frames)
     if length < 1:
         raise ValueError('cannot sample a clip from an empty tracklet')
     rng = rng or random
@@ -68,7 +90,12 @@ def eval_clip_indices(length: int, num_frames: int, max_clips: Optional[int] = N
         length: Number of frames in the tracklet.
         num_frames: Clip length T.
         max_clips: Keep at most this many clips, evenly spread over the tracklet (None: all, the paper's protocol).
+
+    Raises:
+        ValueError: `num_frames` or `max_clips` is not an integer >= 1, or the tracklet is empty.
     """
+    _check_num_frames(num_frames)
+    _check_max_clips(max_clips)
     if length < 1:
         raise ValueError('cannot sample clips from an empty tracklet')
     if length < num_frames:
@@ -111,7 +138,7 @@ class ClipDataset(Dataset):
         if sampling not in CLIP_SAMPLING_MODES:
             raise ValueError(f'sampling must be one of {CLIP_SAMPLING_MODES}, got {sampling!r}')
         self.tracklets = list(tracklets)
-        self.num_frames = num_frames
+        self.num_frames = _check_num_frames(num_frames)
         self.sampling = sampling
         self.transform = transform or create_video_transform()
 
@@ -149,7 +176,8 @@ class EvalClipDataset(Dataset):
             max_clips: Optional[int] = None,
     ):
         self.tracklets = list(tracklets)
-        self.num_frames = num_frames
+        self.num_frames = _check_num_frames(num_frames)
+        _check_max_clips(max_clips)
         self.transform = transform or create_video_transform()
         self.items: List[Tuple[int, List[int]]] = [
             (ti, idxs) for ti, t in enumerate(self.tracklets)

@@ -4,15 +4,19 @@
     <root>/query/<pid>/<tracklet>/<frames>
     <root>/gallery/<pid>/<tracklet>/<frames>
 
-`<pid>` is the person's folder: an integer (negative ids such as -1 mark distractors, ignored as junk by the
-metrics) or any name (names are then mapped to integers, consistently across query and gallery). `<tracklet>` is
-a folder whose name starts with the camera: `c<cam>` or `cam<cam>`, optionally followed by `_` or `-` and anything
-(`c1`, `c2_t0004`, `cam3-morning`). Frames are the image files inside, ordered by the numbers in their names
-(natural order: `f2.jpg` before `f10.jpg`). `train/` may be left out for a test-only set.
+`<pid>` is the person's folder: an integer or any other name. An integer folder keeps its integer as the person id,
+whatever other folders exist: `-1` marks distractors (ignored by the metrics) and `0` stays 0 (MARS's junk id).
+`0007` and `7` are the same id, so one subset may not hold both. Every other name (`alice`) gets a fresh id above
+the largest integer id (at least 1), in natural name order with the raw name breaking ties (`Alice` before `alice`,
+`p01` before `p1`), so the same name is the same person in every subset and the ids depend only on the folder names.
+Train ids are then relabelled to 0..N-1 in id order; a negative folder in `train/` is an error (a distractor is not
+one person). `<tracklet>` is a folder whose name starts with the camera: `c<cam>` or `cam<cam>`, optionally followed
+by `_` or `-` and anything (`c1`, `c2_t0004`, `cam3-morning`). Frames are the image files inside, ordered by the
+numbers in their names (natural order: `f2.jpg` before `f10.jpg`). `train/` may be left out for a test-only set.
 """
 import os
 import re
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .base import DatasetError, Tracklet, VideoReIDDataset, list_images, natural_key, relabel_tracklets, require_dir
 from .base import warn_skipped
@@ -27,6 +31,7 @@ FOLDER_LAYOUT = """\
 
 _TRACKLET_RE = re.compile(r'^c(?:am)?(\d+)(?:[_\-].*)?$', re.IGNORECASE)
 _INT_RE = re.compile(r'^-?\d+$')
+_MAX_PID = 2 ** 62  # ids go into int64 arrays; the margin leaves room for the fresh ids of named folders
 
 
 def _scan(subset_dir: str, skipped: List[str]):
@@ -52,6 +57,49 @@ def _scan(subset_dir: str, skipped: List[str]):
     return items
 
 
+def _name_order(name: str):
+    # a total order: names with equal natural keys ('Alice'/'alice') must not keep set order, which changes with
+    # the hash seed and would give a resumed run other labels
+    return natural_key(name), name
+
+
+def _person_ids(root: str, raw: Dict[str, List[Tuple[str, int, tuple]]]) -> Dict[str, int]:
+    """ {person folder name: person id}: integers as written, other names fresh ids above them (module docstring). """
+    pid_of: Dict[str, int] = {}
+    named = set()
+    for sub, items in raw.items():
+        spelled: Dict[int, str] = {}
+        for name in sorted({p for p, _, _ in items}, key=_name_order):
+            if _INT_RE.match(name) is None:
+                named.add(name)
+                continue
+            pid = int(name)
+            if abs(pid) >= _MAX_PID:
+                raise DatasetError(f'{root}: person folder {sub}/{name}: the number is too large for a person id '
+                                   f'(at most {_MAX_PID - 1}); rename the folder.')
+            if pid < 0 and sub == 'train':
+                raise DatasetError(
+                    f'{root}: person folder train/{name}: a negative id marks distractors, which are not one person '
+                    f'and hence not a training identity; move the folder to query/ or gallery/, or give it a person '
+                    f'id.')
+            if pid in spelled:  # two folders read as one id would merge two people without a word
+                raise DatasetError(
+                    f'{root}: {sub}/ has person folders {spelled[pid]!r} and {name!r}, which are the same person id '
+                    f'{pid}. Rename one: the tracklets of one person belong in one folder, two people need two ids.')
+            spelled[pid] = name
+            pid_of[name] = pid
+    first = max([0, *pid_of.values()]) + 1
+    pid_of.update((n, first + i) for i, n in enumerate(sorted(named, key=_name_order)))
+    return pid_of
+
+
+def _names_of(pid_of: Dict[str, int]) -> Dict[int, str]:
+    out: Dict[int, str] = {}
+    for name in sorted(pid_of, key=_name_order):
+        out.setdefault(pid_of[name], name)
+    return out
+
+
 def load_tracklet_folder(root: str, name: Optional[str] = None) -> VideoReIDDataset:
     """ Load a dataset in the generic tracklet-folder layout (see the module docstring / README).
 
@@ -60,7 +108,13 @@ def load_tracklet_folder(root: str, name: Optional[str] = None) -> VideoReIDData
         name: Dataset name for summaries (default: the folder name).
 
     Returns:
-        The dataset; train ids relabelled to 0..N-1, camera ids as written in the tracklet folder names.
+        The dataset; train ids relabelled to 0..N-1, query and gallery ids as described in the module docstring,
+        camera ids as written in the tracklet folder names. `extra['pid_names']` maps each id (before the train
+        relabelling) to its folder name (the first in name order where subsets spell an integer differently).
+
+    Raises:
+        DatasetError: A folder is missing or misnamed, one subset has two folders for one integer id (`7`, `0007`),
+            or `train/` holds a negative (distractor) folder.
     """
     require_dir(root, 'tracklet folder dataset', FOLDER_LAYOUT)
     for sub in ('query', 'gallery'):
@@ -71,12 +125,7 @@ def load_tracklet_folder(root: str, name: Optional[str] = None) -> VideoReIDData
         d = os.path.join(root, sub)
         raw[sub] = _scan(d, skipped) if os.path.isdir(d) else []
 
-    names = {p for items in raw.values() for p, _, _ in items}
-    if all(_INT_RE.match(n) for n in names):
-        pid_of: Dict[str, int] = {n: int(n) for n in names}
-    else:
-        # names are not numbers: give each a number, the same in every subset so query and gallery still match
-        pid_of = {n: i for i, n in enumerate(sorted(names, key=natural_key))}
+    pid_of = _person_ids(root, raw)
     sets = {k: [Tracklet(f, pid_of[p], c) for p, c, f in v] for k, v in raw.items()}
     train, _ = relabel_tracklets(sets['train'])
     if not sets['query'] or not sets['gallery']:
@@ -86,4 +135,4 @@ def load_tracklet_folder(root: str, name: Optional[str] = None) -> VideoReIDData
     return VideoReIDDataset(
         name=name or os.path.basename(os.path.normpath(root)), train=train, query=sets['query'],
         gallery=sets['gallery'], gallery_mode='gallery/ folder', num_skipped=len(skipped),
-        extra={'root': root, 'pid_names': {v: k for k, v in pid_of.items()}})
+        extra={'root': root, 'pid_names': _names_of(pid_of)})

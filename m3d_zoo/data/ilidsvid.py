@@ -89,14 +89,22 @@ def load_ilidsvid(
 
 def _official_splits(mat_path: str, cam1_persons: List[str], persons: List[str]):
     from scipy.io import loadmat
+    what_to_do = 'Restore the official file, or pass use_official_splits=False to use random splits.'
     try:
-        ls_set = np.asarray(loadmat(mat_path)['ls_set'])
-    except Exception as e:
-        raise DatasetError(f'iLIDS-VID: cannot read variable ls_set from {mat_path}: {e}') from e
-    if ls_set.ndim != 2 or ls_set.shape[1] != len(cam1_persons) or ls_set.min() < 1 or ls_set.max() > len(cam1_persons):
+        ls_set = np.asarray(loadmat(mat_path)['ls_set'], dtype=np.float64)
+    except Exception as e:  # scipy raises several types for a damaged or foreign file
+        raise DatasetError(f'iLIDS-VID: cannot read variable ls_set from {mat_path}: {e}. {what_to_do}') from e
+    if ls_set.ndim != 2 or ls_set.shape[0] == 0:
+        raise DatasetError(f'iLIDS-VID: split file {mat_path} has no rows of person indices (ls_set has shape '
+                           f'{ls_set.shape}). {what_to_do}')
+    if not np.all(np.isfinite(ls_set)) or np.any(ls_set != np.round(ls_set)):
+        raise DatasetError(f'iLIDS-VID: split file {mat_path} holds non-integer person indices in ls_set. '
+                           f'{what_to_do}')
+    if ls_set.shape[1] != len(cam1_persons) or ls_set.min() < 1 or ls_set.max() > len(cam1_persons):
         raise DatasetError(
             f'iLIDS-VID: split file {mat_path} does not match the folders: ls_set has shape {ls_set.shape} with '
-            f'indices {ls_set.min()}..{ls_set.max()}, but sequences/cam1 has {len(cam1_persons)} person folders')
+            f'indices {ls_set.min():.0f}..{ls_set.max():.0f}, but sequences/cam1 has {len(cam1_persons)} person '
+            f'folders (indices 1..{len(cam1_persons)}). {what_to_do}')
     eligible = set(persons)
     half = ls_set.shape[1] // 2
     splits = []
@@ -108,6 +116,6 @@ def _official_splits(mat_path: str, cam1_persons: List[str], persons: List[str])
         if bad or len(set(row.tolist())) != len(row):
             raise DatasetError(
                 f'iLIDS-VID: split file {mat_path} does not match the folders: it names persons without a usable '
-                f'tracklet in both cameras ({bad[:5]}) or repeats an index')
+                f'tracklet in both cameras ({bad[:5]}) or repeats an index. {what_to_do}')
         splits.append({'train': sorted(train, key=natural_key), 'test': sorted(test, key=natural_key)})
     return splits

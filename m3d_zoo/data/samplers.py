@@ -1,11 +1,16 @@
 """ Identity-balanced P x K batch sampler (P identities, K tracklets each), the usual batch for triplet losses. """
 from collections import defaultdict
-from typing import Iterator, List, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
 
 __all__ = ['PKBatchSampler']
+
+
+def _check_count(name: str, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
 
 
 class PKBatchSampler(Sampler[List[int]]):
@@ -18,28 +23,51 @@ class PKBatchSampler(Sampler[List[int]]):
 
     Args:
         pids: Person label of every dataset item (e.g. `ClipDataset.pids`).
-        num_pids: P, identities per batch.
+        num_pids: P, identities per batch (default 8, or `batch_size / num_instances` when `batch_size` is given).
         num_instances: K, tracklets per identity.
         seed: Base seed.
         num_replicas: Number of DDP processes.
         rank: This process's rank.
+        batch_size: P x K, instead of `num_pids`; must be a multiple of `num_instances`.
+
+    Raises:
+        ValueError: A count is not an integer >= 1, `batch_size` is not a multiple of `num_instances` or disagrees
+            with `num_pids`, the dataset has fewer than P identities, or `rank` is outside [0, num_replicas).
     """
 
     def __init__(
             self,
             pids: Sequence[int],
-            num_pids: int = 8,
+            num_pids: Optional[int] = None,
             num_instances: int = 4,
             seed: int = 0,
             num_replicas: int = 1,
             rank: int = 0,
+            batch_size: Optional[int] = None,
     ):
+        _check_count('num_instances (K, tracklets per identity)', num_instances)
+        if batch_size is not None:
+            _check_count('batch_size', batch_size)
+            if batch_size % num_instances:
+                lower = batch_size - batch_size % num_instances
+                sizes = f'{lower} or {lower + num_instances}' if lower else f'{num_instances}'
+                raise ValueError(
+                    f'batch_size={batch_size} is not a multiple of num_instances={num_instances}: a P x K batch holds '
+                    f'P identities x K tracklets each; use batch_size={sizes}, or another num_instances.')
+            if num_pids is not None and num_pids * num_instances != batch_size:
+                raise ValueError(f'num_pids={num_pids} and batch_size={batch_size} disagree with '
+                                 f'num_instances={num_instances}: pass one of num_pids and batch_size.')
+            num_pids = batch_size // num_instances
+        num_pids = 8 if num_pids is None else num_pids
+        _check_count('num_pids (P, identities per batch)', num_pids)
+        _check_count('num_replicas', num_replicas)
         self.index_of = defaultdict(list)
         for i, p in enumerate(pids):
             self.index_of[int(p)].append(i)
         self.pid_list = sorted(self.index_of)
         if num_pids > len(self.pid_list):
-            raise ValueError(f'P={num_pids} identities per batch requested, the dataset has {len(self.pid_list)}')
+            raise ValueError(f'P={num_pids} identities per batch requested, the dataset has {len(self.pid_list)}: '
+                             f'use num_pids <= {len(self.pid_list)} (or a smaller batch_size).')
         if not 0 <= rank < num_replicas:
             raise ValueError(f'rank {rank} not in [0, {num_replicas})')
         self.num_pids = num_pids

@@ -57,20 +57,87 @@ def save_splits(path: str, splits, persons: Sequence[str], dataset: str, source:
         return False
 
 
+def _describe(value) -> str:
+    """ A short description of a JSON value's type, for error messages. """
+    if value is None:
+        return 'null'
+    if isinstance(value, (list, dict)) and not value:
+        return f'an empty {type(value).__name__}'
+    return f'a {type(value).__name__}'
+
+
+def _names_problem(value) -> Optional[str]:
+    """ Why `value` is not a list of person folder names, or None if it is one. """
+    if not isinstance(value, list):
+        return f'found {_describe(value)}'
+    bad = [v for v in value if not isinstance(v, str)]
+    if bad:
+        return f'found {bad[0]!r} ({type(bad[0]).__name__})'
+    return None
+
+
 def load_splits(path: str, dataset: str) -> Dict:
-    """ Read a split file written by `save_splits`. """
+    """ Read a split file written by `save_splits` and check its structure.
+
+    Raises:
+        DatasetError: The file cannot be read, is not JSON, is not a split file, was written for another dataset or by
+            a newer version, or has values of the wrong type. The message names the file and what to do.
+    """
+    damaged = f'Delete {path} to regenerate the splits, or pass the right split file with split_file=.'
     try:
-        with open(path) as f:
+        with open(path, encoding='utf-8') as f:
             data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise DatasetError(f'{dataset}: cannot read split file {path}: {e}') from e
+    except UnicodeDecodeError:
+        raise DatasetError(f'{dataset}: split file {path} is not a UTF-8 text file, so not a JSON split file. '
+                           f'{damaged}') from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(
+            f'{dataset}: split file {path} is not valid JSON (cut short or edited?): {e}. {damaged}') from None
+    except OSError as e:
+        raise DatasetError(f'{dataset}: cannot read split file {path}: {e}. Make it readable, or pass another '
+                           f'split file with split_file=.') from e
     if not isinstance(data, dict) or 'splits' not in data or 'persons' not in data:
-        raise DatasetError(f'{dataset}: {path} is not a split file written by m3d_zoo (no "splits"/"persons" keys)')
+        # it may be another file of the user's: no advice to delete it
+        raise DatasetError(
+            f'{dataset}: {path} is not a split file written by m3d_zoo (no "splits"/"persons" keys): pass a '
+            f'split file made for {dataset} with split_file=, or leave split_file unset to use or generate the default '
+            f'one.')
+    other = data.get('dataset')
+    if other is not None and other != dataset:
+        raise DatasetError(
+            f'{dataset}: split file {path} was written for {other}, not {dataset}: pass a split file made for '
+            f'{dataset} with split_file=, or leave split_file unset to use or generate the default one.')
+
+    def malformed(what: str):
+        return DatasetError(f'{dataset}: split file {path} is malformed: {what}. {damaged}')
+
+    version = data.get('format_version', SPLIT_FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise malformed(f'"format_version" must be an integer, found {version!r}')
+    if version > SPLIT_FORMAT_VERSION:
+        raise DatasetError(
+            f'{dataset}: split file {path} has format version {version}; this m3d_zoo reads version '
+            f'{SPLIT_FORMAT_VERSION}. Upgrade m3d_zoo, or delete the file to regenerate the splits.')
+    problem = _names_problem(data['persons'])
+    if problem:
+        raise malformed(f'"persons" must be a list of person folder names, {problem}')
+    splits = data['splits']
+    if not isinstance(splits, list) or not splits:
+        raise malformed(f'"splits" must be a non-empty list of {{"train": [...], "test": [...]}}, found '
+                        f'{_describe(splits)}')
+    for i, split in enumerate(splits):
+        if not isinstance(split, dict) or 'train' not in split or 'test' not in split:
+            raise malformed(f'split {i} must be an object with "train" and "test" lists, found {_describe(split)}'
+                            + (f' with keys {sorted(split)}' if isinstance(split, dict) else ''))
+        for key in ('train', 'test'):
+            problem = _names_problem(split[key])
+            if problem:
+                raise malformed(f'split {i} "{key}" must be a list of person folder names, {problem}')
     return data
 
 
 def check_splits(data: Dict, persons: Sequence[str], path: str, dataset: str, **meta):
-    """ Raise `DatasetError` if a loaded split file does not describe the person folders found on disk. """
+    """ Raise `DatasetError` if a split file read by `load_splits` does not describe the person folders on disk. """
     found = set(persons)
     listed = set(data['persons'])
     hint = f'Delete {path} to regenerate the splits, or point the loader at the dataset copy it was made for.'
@@ -84,8 +151,14 @@ def check_splits(data: Dict, persons: Sequence[str], path: str, dataset: str, **
         if k in data and data[k] != v:
             raise DatasetError(f'{dataset}: split file {path} was made with {k}={data[k]!r}, not {v!r}. {hint}')
     for i, s in enumerate(data['splits']):
-        tr, te = set(s.get('train', ())), set(s.get('test', ()))
-        if not tr or not te or (tr | te) - found or tr & te:
-            raise DatasetError(
-                f'{dataset}: split {i} of {path} is invalid (empty, overlapping, or naming persons that are not '
-                f'among the dataset folders). {hint}')
+        tr, te = set(s['train']), set(s['test'])
+        where = f'{dataset}: split {i} of {path}'
+        unknown = sorted((tr | te) - found, key=natural_key)
+        if unknown:
+            raise DatasetError(f'{where} names persons that are not among the eligible folders: {unknown[:5]}. {hint}')
+        both = sorted(tr & te, key=natural_key)
+        if both:
+            raise DatasetError(f'{where} has persons in both train and test: {both[:5]}. {hint}')
+        for key, names in (('train', tr), ('test', te)):
+            if not names:
+                raise DatasetError(f'{where} has no {key} persons. {hint}')
