@@ -9,14 +9,18 @@
     m3d-zoo export --model out/m3d/best.safetensors --output m3d.onnx
     m3d-zoo push --checkpoint out/m3d/best.safetensors --repo-id me/m3d_resnet50.mars --results out/m3d/best_eval.json
 
-Errors a user can fix (a wrong path, an unknown name, impossible options) are printed as one message and exit
-with status 2; `--debug` (or M3D_ZOO_DEBUG=1) shows the traceback instead.
+Errors a user can fix (a wrong path, an unknown name, impossible options, a missing GPU, an output that cannot be
+written) are printed as one message and exit with status 2; `--debug` (or M3D_ZOO_DEBUG=1) shows the traceback
+instead. Any other exception is a bug and keeps its traceback. Outputs are checked before the work starts: a missing
+output folder is created, one that cannot be written is refused.
 """
 import argparse
 import json
 import logging
 import os
 import sys
+import uuid
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ._io import atomic_write_text
@@ -87,7 +91,9 @@ def _model_kwargs(a) -> Dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from m3d_zoo.engine.distributed import DEFAULT_DIST_TIMEOUT_MIN
     from m3d_zoo.engine.recipes import list_recipes
+    from m3d_zoo.engine.train import LOCK_NAME
     parser = argparse.ArgumentParser(
         prog='m3d-zoo', description='Video person re-identification model zoo (M3D, AAAI 2019).',
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n')[1])
@@ -142,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument('--eval-batch-size', type=int, default=16)
     o.add_argument('--no-progress', action='store_true', help='no tqdm progress bars')
     o.add_argument('--push-to-hub', metavar='REPO', help='push the trained model (best, else last) to this Hub repo')
+    o.add_argument('--force-unlock', action='store_true',
+                   help=f'take the output folder over from a run whose lock ({LOCK_NAME}) cannot be checked from here '
+                        f'(another host) or is unreadable; a dead run\'s lock on this host is taken over without it')
+    o.add_argument('--dist-timeout', type=float, metavar='MINUTES',
+                   help=f'torchrun: how long ranks wait for each other, e.g. for rank 0\'s evaluation '
+                        f'(default {DEFAULT_DIST_TIMEOUT_MIN:g})')
     p.set_defaults(func=cmd_train)
 
     # -- extract
@@ -240,17 +252,57 @@ def cmd_train(a) -> int:
         pretrained=a.pretrained, pretrained_file=a.pretrained_file, model_kwargs=_model_kwargs(a),
         dataset_kwargs=_dataset_kwargs(a), device=a.device, amp=a.amp, amp_dtype=a.amp_dtype,
         grad_checkpointing=a.grad_checkpointing, sync_bn=a.sync_bn, num_workers=a.workers,
-        eval_batch_size=a.eval_batch_size, progress=not a.no_progress, push_to_hub=a.push_to_hub, **overrides)
+        eval_batch_size=a.eval_batch_size, progress=not a.no_progress, push_to_hub=a.push_to_hub,
+        force_unlock=a.force_unlock, dist_timeout=a.dist_timeout, **overrides)
     return 0 if summary.get('ranks_in_sync', True) else 1
 
 
 def _device(name: Optional[str]):
-    import torch
-    if name:
-        if name.startswith('cuda') and not torch.cuda.is_available():
-            raise CliError(f'--device {name}: torch sees no GPU; use --device cpu.')
-        return torch.device(name)
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    """The device for `--device`, refused with a `DeviceError` if this machine does not have it."""
+    from m3d_zoo.engine.distributed import resolve_device
+    return resolve_device(name)
+
+
+def _check_output(path: str, flag: str, example: str) -> None:
+    """Refuse an output file the command could not write, before any work is done.
+
+    A missing folder is fine (it is created when the file is written) if the nearest existing folder above it
+    takes a new file; an existing folder is refused as the output, so is a path through a file.
+
+    Args:
+        path: The output file.
+        flag: The option that gave it, for the message.
+        example: A file name to suggest when `path` is a folder.
+    """
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise CliError(f'{flag} {path} is a folder; give a file name, e.g. {target / example}.')
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CliError(f'{flag} {path}: {folder} is a file, not a folder.')
+    probe = folder / f'.m3d-zoo-write-test-{uuid.uuid4().hex[:8]}'
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as e:
+        raise CliError(f'{flag} {path}: cannot write in {folder} ({e.strerror or e}); choose a writable location.') \
+            from e
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _dataset(a):
+    """The dataset of --dataset/--root and their options; the loaders' refusals of those options become `CliError`s."""
+    from m3d_zoo.data import create_dataset
+    kwargs = _dataset_kwargs(a)
+    try:
+        return create_dataset(a.dataset, a.root, **kwargs)
+    except (ValueError, TypeError) as e:
+        if type(e).__module__.startswith('m3d_zoo'):
+            raise  # already one of the zoo's errors (DatasetError ...)
+        # an unknown name, or loader options it does not take
+        raise CliError(f'--dataset {a.dataset}' + (f' with {kwargs}' if kwargs else '') + f': {e}') from e
 
 
 def _inference_model(a, device):
@@ -259,21 +311,28 @@ def _inference_model(a, device):
     if a.num_frames and not a.model.startswith(('hf-hub:', 'local-dir:')) and not a.model.endswith('.safetensors') \
             and os.path.sep not in a.model:
         kwargs.setdefault('num_frames', a.num_frames)
-    return load_inference_model(a.model, pretrained=a.pretrained, pretrained_file=a.pretrained_file, device=device,
-                                **kwargs)
+    try:
+        return load_inference_model(a.model, pretrained=a.pretrained, pretrained_file=a.pretrained_file,
+                                    device=device, **kwargs)
+    except (ValueError, TypeError) as e:
+        if not kwargs or type(e).__module__.startswith('m3d_zoo'):
+            raise  # no user arguments to blame, or already one of the zoo's errors
+        raise CliError(f'{a.model} does not take the model arguments {kwargs} (--model-kwargs, --num-frames): '
+                       f'{e}') from e
 
 
 def cmd_extract(a) -> int:
     import torch
-    from m3d_zoo.data import VideoReIDDataset, create_dataset
+    from m3d_zoo.data import VideoReIDDataset
     from m3d_zoo.engine import extract_dataset, find_tracklet_folders, save_embeddings
     from m3d_zoo.utils import tune_cpu_allocator
     device = _device(a.device)
+    _check_output(a.output, '--output', 'embeddings.safetensors')
     tune_cpu_allocator()  # this process only runs forwards: keep their memory instead of page-faulting it back in
     if a.dataset:
         if not a.root:
             raise CliError(f'--root is required with --dataset {a.dataset}.')
-        dataset = create_dataset(a.dataset, a.root, **_dataset_kwargs(a))
+        dataset = _dataset(a)
         splits = a.splits
     else:
         tracklets = find_tracklet_folders(a.tracklets)
@@ -316,23 +375,26 @@ def cmd_evaluate(a) -> int:
     from m3d_zoo.engine.extract import results_to_json
     if a.embeddings and a.model:
         raise CliError('evaluate takes an embeddings file or --model with --dataset, not both.')
+    if a.results:
+        _check_output(a.results, '--results', 'results.json')
     if a.embeddings:
+        png = a.cmc_png or os.path.splitext(a.embeddings)[0] + '_cmc.png'
+        _check_output(png, '--cmc-png' if a.cmc_png else 'the CMC curve (--cmc-png)', 'cmc.png')
         res = evaluate_embeddings_file(a.embeddings, a.gallery, metric=a.metric, ap_mode=a.ap_mode, rerank=a.rerank,
                                        max_rank=a.max_rank)
         name = os.path.basename(a.embeddings)
-        png = a.cmc_png or os.path.splitext(a.embeddings)[0] + '_cmc.png'
     elif a.model and a.dataset:
         if not a.root:
             raise CliError(f'--root is required with --dataset {a.dataset}.')
-        from m3d_zoo.data import create_dataset
         device = _device(a.device)
-        dataset = create_dataset(a.dataset, a.root, **_dataset_kwargs(a))
+        dataset = _dataset(a)
+        png = a.cmc_png or f'{dataset.name}_cmc.png'
+        _check_output(png, '--cmc-png' if a.cmc_png else 'the CMC curve (--cmc-png)', 'cmc.png')
         model = _inference_model(a, device)
         res = evaluate_dataset(model, dataset, metric=a.metric, ap_mode=a.ap_mode, num_frames=a.num_frames,
                                input_size=tuple(a.img_size) if a.img_size else None, batch_size=a.batch_size,
                                num_workers=a.workers, device=device, max_clips=a.max_clips)
         name = f'{a.model} on {dataset.name}'
-        png = a.cmc_png or f'{dataset.name}_cmc.png'
     else:
         raise CliError('evaluate needs an embeddings file (m3d-zoo extract ... -o FILE), or --model with --dataset and '
                        '--root.')
@@ -360,6 +422,13 @@ def cmd_export(a) -> int:
         from m3d_zoo.export import export_model  # lazy: export brings onnx / onnxscript
     except ImportError as e:
         raise CliError(f'export is unavailable: {e}. Install the export extras (pip install onnx onnxscript).') from e
+    # export.py's own checks of these options, made before the model is loaded
+    if a.format == 'onnx' and a.opset < 17:
+        raise CliError(f'--opset {a.opset}: the export needs opset 17 or later (LayerNormalization, dynamo exporter).')
+    if a.batch_size < (1 if a.static_batch else 2):
+        raise CliError(f'--batch-size {a.batch_size}: the example batch must hold at least '
+                       + ('1 clip.' if a.static_batch else '2 clips for a dynamic batch (or pass --static-batch).'))
+    _check_output(a.output, '--output', 'model.onnx' if a.format == 'onnx' else 'model.pt2')
     device = _device('cpu')
     model = _inference_model(a, device)
     path = export_model(model, a.output, format=a.format, num_frames=a.num_frames, input_size=tuple(a.img_size),
@@ -384,7 +453,7 @@ def cmd_push(a) -> int:
             else m3d_zoo.create_model(a.model)
         if a.drop_classifier:
             model.reset_classifier(0)
-        results = json.load(open(a.results)) if a.results else None
+        results = _read_results(a.results) if a.results else None
         info = m3d_zoo.push_to_hub(model, a.repo_id, commit_message=a.commit_message or f'Add {a.model}',
                                    revision=a.revision, private=a.private or None,
                                    model_card=model_card_for_run(None, a.dataset, results))
@@ -393,13 +462,23 @@ def cmd_push(a) -> int:
     return 0
 
 
-def _user_errors():
-    """Exception types whose message is enough: bad input, not a bug."""
-    from m3d_zoo.data.base import DatasetError
-    from m3d_zoo.engine import CheckpointError, TrainingError, UnknownRecipeError
-    from m3d_zoo.models import HubError, PretrainedMismatchError, UnknownModelError
-    return (CliError, DatasetError, CheckpointError, TrainingError, UnknownRecipeError, UnknownModelError, HubError,
-            PretrainedMismatchError, FileNotFoundError, ValueError)
+def _read_results(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except ValueError as e:
+        raise CliError(f'--results {path} is not a JSON results file ({e}); pass the eval.json or best_eval.json '
+                       f'that m3d-zoo train or evaluate --results wrote.') from e
+
+
+def _is_user_error(e: BaseException) -> bool:
+    """Whether `e`'s message is enough: the zoo's own errors (every exception class defined in m3d_zoo, e.g.
+    CliError, DatasetError, CheckpointError, TrainingError, DeviceError, EmbeddingsError, UnknownModelError,
+    HubError, PretrainedMismatchError: each says what was wrong and what to do) and FileNotFoundError for a path the
+    user gave. A plain ValueError, KeyError or any other exception is a bug and keeps its traceback."""
+    if isinstance(e, (CliError, FileNotFoundError)):  # CliError by name: under `python -m` it lives in __main__
+        return True
+    return any(c.__module__.split('.')[0] == 'm3d_zoo' for c in type(e).__mro__)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -416,7 +495,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print('interrupted', file=sys.stderr)
         return 130
     except Exception as e:
-        if debug or not isinstance(e, _user_errors()):
+        if debug or not _is_user_error(e):
             raise
         rank = os.environ.get('RANK')
         prefix = f'm3d-zoo {a.command}' + (f' [rank {rank}]' if rank and os.environ.get('WORLD_SIZE', '1') != '1'

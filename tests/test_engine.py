@@ -1,11 +1,22 @@
-"""Training engine: recipes, losses, optimizer groups, atomic checkpoints, exact resume and bad-input errors."""
+"""Training engine: recipes, losses, optimizer groups, atomic checkpoints, exact resume, the output folder's lock
+and bad-input errors."""
 import errno
 import json
+import logging
+import math
 import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
 
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import m3d_zoo
 from m3d_zoo.data import make_synthetic_gait
@@ -13,6 +24,8 @@ from m3d_zoo.engine import (
     CheckpointError, ReidLoss, TrainingError, TrainRecipe, UnknownRecipeError, batch_hard_triplet_loss,
     build_optimizer, get_recipe, load_checkpoint, save_checkpoint, train)
 from m3d_zoo.engine import checkpoint as ckpt_mod
+from m3d_zoo.engine.distributed import DEFAULT_DIST_TIMEOUT_MIN, init_distributed
+from m3d_zoo.engine.train import LOCK_NAME, OutputLock, OutputLockedError
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -42,7 +55,7 @@ def gait_root(tmp_path_factory):
 
 def _run(gait_root, out, model='m3d_resnet18', **kw):
     args = dict(TINY, **kw)
-    opts = {k: args.pop(k) for k in ('resume', 'push_to_hub') if k in args}
+    opts = {k: args.pop(k) for k in ('resume', 'push_to_hub', 'force_unlock') if k in args}
     return train(model, 'folder', root=gait_root, recipe=args.pop('recipe', 'modern'), output_dir=out,
                  model_kwargs=args.pop('model_kwargs', TINY_MODEL), device='cpu', num_workers=0, progress=False,
                  **opts, **args)
@@ -173,6 +186,26 @@ def test_kill_mid_save_leaves_a_consistent_checkpoint(tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path).epoch == 1
 
 
+@pytest.mark.parametrize('name', ['../outside.pt', '{abs}', 'sub/../../outside.pt'])
+def test_a_train_state_outside_the_checkpoint_folder_is_refused(name, tmp_path):
+    """The weights' metadata names the training state file; a name that leads out of their folder is not followed,
+    even to a valid state file."""
+    model = m3d_zoo.create_model('c2d_resnet18', num_classes=3)
+    ck = tmp_path / 'run'
+    path = save_checkpoint(ck, 'last', model, {'epoch': 1}, {'epoch': 1})
+    state = next(ck.glob('last.state-*.pt'))
+    outside = tmp_path / 'outside.pt'
+    outside.write_bytes(state.read_bytes())  # the same valid state, one folder up
+    with safe_open(str(path), framework='pt') as f:
+        meta = f.metadata()
+    name = name.replace('{abs}', str(outside))
+    save_file(load_file(str(path)), str(path), metadata=dict(meta, train_state=name))
+    with pytest.raises(CheckpointError, match=rf'names its training state {re.escape(repr(name))}, which is not a '
+                                              rf'file in {re.escape(str(ck))}.*not followed'):
+        load_checkpoint(path)
+    assert load_checkpoint(path, with_train_state=False).train_state is None  # the weights alone still load
+
+
 def test_resume_continues_exactly(gait_root, tmp_path):
     """Two epochs straight == one epoch, then --resume for the second (bitwise, on the CPU)."""
     straight = _run(gait_root, tmp_path / 'straight')
@@ -249,3 +282,194 @@ def test_checkpoint_releases_with_hub_release_tool(gait_root, tmp_path):
                                             dataset='gait')
     assert repo_id.endswith('m3d_resnet18.gait')
     assert 'Rank-1 (%)' in (folder / 'README.md').read_text()
+
+
+def test_the_process_group_timeout_defaults_to_a_long_one():
+    assert init_distributed('cpu').timeout_min == DEFAULT_DIST_TIMEOUT_MIN >= 60
+    assert init_distributed('cpu', timeout_min=5).timeout_min == 5
+    for bad in (0, -1, math.nan):
+        with pytest.raises(ValueError, match='positive number of minutes'):
+            init_distributed('cpu', timeout_min=bad)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One run per output folder
+
+# Takes the output folder's lock in another process and holds it until killed.
+HOLDER = textwrap.dedent('''
+    import sys, time
+    from m3d_zoo.engine.train import OutputLock
+    with OutputLock(sys.argv[1]):
+        print('locked', flush=True)
+        time.sleep(600)
+''')
+
+# Round after round: waits for the round's start signal, tries to take the lock, says whether it did, and releases
+# it when the round is over.
+CONTENDER = textwrap.dedent('''
+    import os, sys, time
+    from m3d_zoo.engine.train import OutputLock, OutputLockedError
+    folder, signals, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+    def wait_for(name):
+        while not os.path.exists(os.path.join(signals, name)):
+            time.sleep(0.0005)
+
+    print('ready', flush=True)
+    for r in range(rounds):
+        wait_for(f'go-{r}')
+        lock = OutputLock(folder)
+        try:
+            lock.acquire()
+            print('won', flush=True)
+        except OutputLockedError as e:
+            print('refused', e, flush=True)
+        wait_for(f'done-{r}')
+        lock.release()
+        print('next', flush=True)
+''')
+
+
+def _start(script, *args):
+    return subprocess.Popen([sys.executable, '-c', script, *map(str, args)], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'))
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, '-c', 'pass'])
+    proc.wait()
+    return proc.pid
+
+
+def _lock_file(folder, **fields):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LOCK_NAME).write_text(json.dumps(dict({'host': socket.gethostname(), 'started': 'earlier'}, **fields)))
+
+
+def _stale_lock(folder, pid=None):
+    """A lock left by a run that died on this host (same host name and pid namespace, a pid that has exited)."""
+    ns = os.readlink('/proc/self/ns/pid') if os.path.exists('/proc/self/ns/pid') else None
+    _lock_file(folder, pid=pid or _dead_pid(), pid_ns=ns)
+
+
+def test_a_second_run_is_refused_while_the_first_holds_the_folder(gait_root, tmp_path, caplog):
+    out = tmp_path / 'run'
+    holder = _start(HOLDER, out)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        with pytest.raises(OutputLockedError, match=rf'{re.escape(str(out))} is in use by another training run: pid '
+                                                    rf'{holder.pid} on host {re.escape(socket.gethostname())}, '
+                                                    rf'started .*lock file .*{LOCK_NAME}.*kill {holder.pid}'):
+            _run(gait_root, out, epochs=1)
+        with pytest.raises(OutputLockedError, match='does not take a folder from a run that is alive on this host'):
+            _run(gait_root, out, epochs=1, force_unlock=True)
+        assert sorted(os.listdir(out)) == [LOCK_NAME]  # nothing of the refused runs
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without releasing: its lock names a pid that no longer runs on this host
+    assert json.loads((out / LOCK_NAME).read_text())['pid'] == holder.pid
+    with caplog.at_level(logging.WARNING, logger='m3d_zoo.engine.train'):
+        summary = _run(gait_root, out, epochs=1)
+    assert summary['last_epoch'] == 1 and (out / 'last.safetensors').is_file()
+    assert f'the run that locked it (pid {holder.pid} on host {socket.gethostname()}' in caplog.text
+    assert 'is no longer running' in caplog.text
+    assert not (out / LOCK_NAME).exists()  # released at the end
+
+
+def test_the_lock_is_released_when_the_run_fails(gait_root, tmp_path):
+    with pytest.raises(TrainingError, match='needs P = 8 identities per batch'):
+        _run(gait_root, tmp_path / 'run', batch_size=16, num_instances=2)
+    assert os.listdir(tmp_path / 'run') == []
+    _run(gait_root, tmp_path / 'run', epochs=1)  # the folder is free again
+
+
+def test_the_lock_is_released_on_ctrl_c(gait_root, tmp_path):
+    out = tmp_path / 'run'
+    cmd = [sys.executable, '-m', 'm3d_zoo.cli', 'train', '--model', 'm3d_resnet18', '--dataset', 'folder', '--root',
+           gait_root, '--epochs', '1000', '--batch-size', '4', '--num-instances', '2', '--num-frames', '4',
+           '--img-size', '32', '16', '--workers', '0', '--no-progress', '--device', 'cpu', '--eval-interval', '0',
+           '--model-kwargs', 'temporal_strides=1,1,1,1', '--output', str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'))
+    try:
+        deadline = time.time() + 120
+        while b'"event": "epoch"' not in ((out / 'metrics.jsonl').read_bytes() if (out / 'metrics.jsonl').exists()
+                                          else b''):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.2)
+        assert (out / LOCK_NAME).is_file()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130 and 'interrupted' in err, err[-2000:]
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_a_lock_from_another_host_or_unreadable_needs_force_unlock(gait_root, tmp_path, caplog):
+    out = tmp_path / 'run'
+    _lock_file(out, pid=4242, host='gpu-node-7.example')
+    with pytest.raises(OutputLockedError, match=r'pid 4242 on host gpu-node-7.example, started earlier.*another host '
+                                                r'\(this is .*\).*cannot be checked from here.*--force-unlock'):
+        _run(gait_root, out, epochs=1)
+    with caplog.at_level(logging.WARNING, logger='m3d_zoo.engine.train'):
+        _run(gait_root, out, epochs=1, force_unlock=True)
+    assert '--force-unlock: taking' in caplog.text and not (out / LOCK_NAME).exists()
+
+    (out / LOCK_NAME).write_text('{"pid": ')  # torn, and old: not a run writing it right now
+    os.utime(out / LOCK_NAME, (time.time() - 3600,) * 2)
+    with pytest.raises(OutputLockedError, match=r'train.lock is unreadable.*delete .*train.lock or pass '
+                                                r'--force-unlock'):
+        _run(gait_root, out, epochs=1)
+    _run(gait_root, out, epochs=1, force_unlock=True)
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_a_stale_lock_taken_over_by_several_runs_at_once_has_one_winner(tmp_path):
+    """Four processes find the same dead run's lock at the same moment, round after round: each round exactly one
+    takes the folder. (Taking over without the guard and the compare loses this in some rounds.)"""
+    out, signals, rounds = tmp_path / 'run', tmp_path / 'signals', 100
+    signals.mkdir()
+    procs = [_start(CONTENDER, out, signals, rounds) for _ in range(4)]
+    dead = _dead_pid()
+    try:
+        assert [p.stdout.readline().strip() for p in procs] == ['ready'] * len(procs)
+        for r in range(rounds):
+            _stale_lock(out, dead)
+            (signals / f'go-{r}').touch()
+            outcome = [p.stdout.readline().strip() for p in procs]  # each has tried by the time it prints
+            (signals / f'done-{r}').touch()
+            assert [p.stdout.readline().strip() for p in procs] == ['next'] * len(procs)
+            assert sorted(x.split()[0] for x in outcome) == ['refused', 'refused', 'refused', 'won'], (r, outcome)
+            refusals = ('in use by another training run', 'taking over', 'being taken by another run')
+            assert all(any(m in x for m in refusals) for x in outcome if x != 'won'), outcome
+            assert not (out / LOCK_NAME).exists()
+        for p in procs:
+            p.wait(timeout=60)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_a_take_over_goes_one_at_a_time_and_spares_a_new_holder(tmp_path):
+    """The steps that make simultaneous take-overs safe, in the order that would break a naive one."""
+    out = tmp_path / 'run'
+    _stale_lock(out)
+    stale = (out / LOCK_NAME).read_bytes()
+    first = OutputLock(out).acquire()
+    # a second run read the dead run's lock before the first replaced it, and now removes what it read
+    OutputLock(out)._remove_if_unchanged(stale)
+    assert (out / LOCK_NAME).read_bytes() == first.content
+    first.release()
+
+    _stale_lock(out)
+    guard = out / f'{LOCK_NAME}.takeover'
+    guard.touch()  # another run is between reading the stale lock and replacing it
+    with pytest.raises(OutputLockedError, match='Another run is taking over .* right now'):
+        OutputLock(out).acquire()
+    os.utime(guard, (time.time() - 3600,) * 2)  # ... and died there
+    OutputLock(out).acquire().release()
+    assert sorted(os.listdir(out)) == []

@@ -1,24 +1,35 @@
 """Push and pull zoo models through the real huggingface_hub client and timm, against the loopback test Hub."""
+import ast
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import types
+from pathlib import Path
 
 import pytest
+import timm
 import torch
+import torch.nn as nn
 from hub_server import HubServer
 from huggingface_hub import HfApi
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 import m3d_zoo
+from m3d_zoo.models import _hub
 from m3d_zoo.models._hub import (
     CONFIG_NAME,
     HF_ORG,
+    RANDOM_INIT,
     README_NAME,
     WEIGHTS_NAME,
     CorruptWeightsError,
+    HubAuthError,
+    HubConfigError,
     HubFileNotFoundError,
     HubOfflineError,
     HubRepoNotFoundError,
@@ -28,6 +39,7 @@ from m3d_zoo.models._hub import (
     push_to_hub,
     save_pretrained,
 )
+from m3d_zoo.models.video_resnet import VideoResNet
 
 CLIP = (1, 3, 8, 64, 32)  # the models take any H, W; small frames keep the tests fast
 SMALL_MODELS = m3d_zoo.list_models('*_resnet18')
@@ -322,3 +334,256 @@ def test_error_overridden_args_do_not_fit_weights(small_saved):
     folder, _ = small_saved
     with pytest.raises(Exception, match=r"do not fit c2d_resnet18 built with the overridden arguments \['embed_dim'"):
         m3d_zoo.create_model(f'local-dir:{folder}', pretrained=True, head='paper', embed_dim=32)
+
+
+# --- provenance: what the weights were loaded from ------------------------------------------------------------------
+
+
+def _assert_source(folder, expected):
+    """config.json, the safetensors metadata and the model card all name `expected` as the source weights."""
+    folder = Path(folder)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    with safe_open(str(folder / WEIGHTS_NAME), framework='pt') as f:
+        meta = f.metadata()
+    card = (folder / README_NAME).read_text(encoding='utf-8')
+    assert config['m3d_zoo']['source_weights'] == expected
+    assert meta['source_weights'] == expected
+    assert f'- **Source weights:** {expected}\n' in card
+    return card
+
+
+def test_source_of_a_randomly_initialised_model(tmp_path, hub_server, hub_repo_id):
+    model = m3d_zoo.create_model('m3d_resnet18', num_classes=3)
+    card = _assert_source(save_pretrained(model, tmp_path / 'm'), RANDOM_INIT)
+    assert 'timm/resnet18' not in card  # the registry's default source, which pretrained=False did not load
+    push_to_hub(model, hub_repo_id)
+    _assert_source(HfApi().snapshot_download(hub_repo_id, local_dir=tmp_path / 'snap'), RANDOM_INIT)
+    # a classifier reset or moving to eval changes no weight that was loaded
+    model.reset_classifier(0)
+    _assert_source(save_pretrained(model.eval(), tmp_path / 'emb'), RANDOM_INIT)
+
+
+def test_source_of_inflated_imagenet_weights(tmp_path, hub_server, timm_hub_weights):
+    timm_hub_weights('resnet18.tv_in1k')
+    inflated = 'timm/resnet18.tv_in1k, 2D ResNet weights inflated to 3D'
+    model = m3d_zoo.create_model('c2d_resnet18', pretrained=True, num_classes=3)
+    _assert_source(save_pretrained(model, tmp_path / 'zoo'), inflated)
+    # timm's own create_model loads through the same inflation filter, which records the source too
+    model = timm.create_model('m3d_resnet18', pretrained=True, num_classes=3)
+    _assert_source(save_pretrained(model, tmp_path / 'timm'), inflated)
+
+
+def test_source_of_a_pretrained_file(tmp_path):
+    path = tmp_path / 'weights' / 'r18.safetensors'
+    path.parent.mkdir()
+    save_file(timm.create_model('resnet18').state_dict(), str(path))
+    expected = f'file r18.safetensors (sha256 {file_sha256(path)}), 2D ResNet weights inflated to 3D'
+    for kwargs in (dict(pretrained_file=path), dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))):
+        model = m3d_zoo.create_model('i3d_resnet18', num_classes=3, **kwargs)
+        card = _assert_source(save_pretrained(model, tmp_path / 'saved'), expected)
+        assert str(path.parent) not in card  # the local folder is not published
+
+
+def test_source_of_a_loaded_model(tmp_path, hub_server, hub_repo_id):
+    model = _randomize(m3d_zoo.create_model('p3d_a_resnet18', num_classes=4))
+    save_pretrained(model, tmp_path / 'first')
+    sha = json.loads((tmp_path / 'first' / CONFIG_NAME).read_text())['weights']['sha256']
+    local = m3d_zoo.create_model(f'local-dir:{tmp_path / "first"}', pretrained=True)
+    _assert_source(save_pretrained(local, tmp_path / 'second'), f'local-dir:first ({WEIGHTS_NAME} sha256 {sha})')
+    commit = push_to_hub(model, hub_repo_id).oid
+    hub = m3d_zoo.create_model(f'hf-hub:{hub_repo_id}', pretrained=True, num_classes=0)
+    _assert_source(save_pretrained(hub, tmp_path / 'third'), f'hf-hub:{hub_repo_id}@{commit}')
+    architecture_only = m3d_zoo.create_model(f'hf-hub:{hub_repo_id}')
+    _assert_source(save_pretrained(architecture_only, tmp_path / 'fourth'), RANDOM_INIT)
+
+
+def test_source_says_when_weights_changed_after_loading(tmp_path):
+    model = m3d_zoo.create_model('c2d_resnet18', num_classes=2)
+    model.load_state_dict(_randomize(m3d_zoo.create_model('c2d_resnet18', num_classes=2)).state_dict())
+    _assert_source(save_pretrained(model, tmp_path / 'a'),
+                   f'{RANDOM_INIT}, changed since (trained, converted, or other weights loaded into it)')
+    _assert_source(save_pretrained(model, tmp_path / 'b', source_weights='run 7 of my recipe'), 'run 7 of my recipe')
+
+
+# --- malformed or edited config.json --------------------------------------------------------------------------------
+
+
+def _write_config(folder, config):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_NAME).write_text(config if isinstance(config, str) else json.dumps(config))
+
+
+TAMPERED = [
+    ('list', lambda c: [c], r"holds a JSON list, not an object with 'architecture' and 'model_args'"),
+    ('string', lambda c: '"c2d_resnet18"', r'holds a JSON str, not an object'),
+    ('not-json', lambda c: '{"architecture": "c2d_resnet18",', r'is not valid JSON'),
+    ('args-list', lambda c: dict(c, model_args=[1, 2]), r"has a list as 'model_args', not an object"),
+    ('no-architecture', lambda c: {k: v for k, v in c.items() if k != 'architecture'},
+     r"has no 'architecture' \(the registered model name, a string\)"),
+    ('architecture-int', lambda c: dict(c, architecture=5), r"has 5 as its 'architecture'"),
+    ('weights-string', lambda c: dict(c, weights=WEIGHTS_NAME), r"has a str as 'weights', not an object"),
+    ('pretrained-cfg-list', lambda c: dict(c, pretrained_cfg=[]), r"has a list as 'pretrained_cfg'"),
+    ('sha256-int', lambda c: dict(c, weights=dict(c['weights'], sha256=12)), r'has weights\.sha256=12, not 64 hex'),
+    ('file-int', lambda c: dict(c, weights=dict(c['weights'], file=3)), r'has weights\.file=3, not a file name'),
+    ('unknown-arg', lambda c: dict(c, model_args=dict(c['model_args'], foo=1)),
+     r"has model_args that do not build c2d_resnet18: c2d_resnet18 has no argument 'foo'"),
+    ('string-arg', lambda c: dict(c, model_args=dict(c['model_args'], num_frames='8')),
+     r"has model_args that do not build c2d_resnet18: num_frames must be an int >= 1, got '8'"),
+    ('negative-arg', lambda c: dict(c, model_args=dict(c['model_args'], embed_dim=-4)),
+     r'has model_args that do not build c2d_resnet18: embed_dim must be an int >= 1'),
+]
+
+
+@pytest.mark.parametrize('edit, match', [c[1:] for c in TAMPERED], ids=[c[0] for c in TAMPERED])
+def test_error_tampered_config_in_a_folder(edit, match, tmp_path, small_saved):
+    folder, _ = small_saved
+    _write_config(tmp_path, edit(json.loads((folder / CONFIG_NAME).read_text())))
+    shutil.copy(folder / WEIGHTS_NAME, tmp_path / WEIGHTS_NAME)
+    with pytest.raises(HubConfigError, match=rf'^local-dir:{re.escape(str(tmp_path))}: {CONFIG_NAME} {match}') as e:
+        m3d_zoo.create_model(f'local-dir:{tmp_path}', pretrained=True)
+    assert f'File: {tmp_path / CONFIG_NAME}. m3d_zoo.save_pretrained and push_to_hub write it' in str(e.value)
+
+
+@pytest.mark.parametrize('edit, match', [c[1:] for c in TAMPERED if c[0] in ('list', 'unknown-arg', 'weights-string')],
+                         ids=['list', 'unknown-arg', 'weights-string'])
+def test_error_tampered_config_in_a_hub_repo(edit, match, hub_server, hub_repo_id, small_saved):
+    folder, _ = small_saved
+    config = edit(json.loads((folder / CONFIG_NAME).read_text()))
+    _upload(hub_repo_id, {CONFIG_NAME: json.dumps(config).encode(), WEIGHTS_NAME: (folder / WEIGHTS_NAME).read_bytes()})
+    with pytest.raises(HubConfigError, match=rf'^hf-hub:{hub_repo_id}: {CONFIG_NAME} {match}.*force_download=True'):
+        m3d_zoo.create_model(f'hf-hub:{hub_repo_id}', pretrained=True)
+
+
+@pytest.mark.parametrize('filename', ['../outside.safetensors', 'sub/../../outside.safetensors', 'ABSOLUTE',
+                                      '..\\outside.safetensors', 'C:/outside.safetensors'])
+def test_error_weights_file_outside_the_folder(filename, tmp_path, small_saved):
+    folder, _ = small_saved
+    # the file really is there, outside the folder, with the recorded sha256: it is refused, not merely missing
+    shutil.copy(folder / WEIGHTS_NAME, tmp_path / 'outside.safetensors')
+    filename = str(tmp_path / 'outside.safetensors') if filename == 'ABSOLUTE' else filename
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    config['weights']['file'] = filename
+    _write_config(tmp_path / 'model', config)
+    with pytest.raises(HubConfigError, match=rf"names the weights file {re.escape(repr(filename))}, which leads "
+                                             rf'outside its folder'):
+        m3d_zoo.create_model(f'local-dir:{tmp_path / "model"}', pretrained=True)
+
+
+def test_error_weights_file_outside_the_repo(hub_server, hub_repo_id, small_saved):
+    folder, _ = small_saved
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    config['weights']['file'] = '../other-repo/model.safetensors'
+    _upload(hub_repo_id, {CONFIG_NAME: json.dumps(config).encode()})
+    with pytest.raises(HubConfigError, match=r"names the weights file '\.\./other-repo/model\.safetensors', which "
+                                             r'leads outside its repo'):
+        m3d_zoo.create_model(f'hf-hub:{hub_repo_id}', pretrained=True)
+
+
+# --- push errors ----------------------------------------------------------------------------------------------------
+
+
+def test_error_push_without_a_token(monkeypatch, hub_server, hub_repo_id):
+    """The test Hub answers a write without a token as the Hub does: 401."""
+    monkeypatch.delenv('HF_TOKEN')
+    model = m3d_zoo.create_model('c2d_resnet18', num_classes=2)
+    with pytest.raises(HubAuthError, match=rf"^push_to_hub\('{hub_repo_id}'\): the Hub at .* refused the push \(401 "
+                                           r'.*\): no Hub token was given or found, and a push needs one with write '
+                                           r"access\. To fix, log in with `hf auth login`, set the HF_TOKEN "
+                                           r"environment variable, or pass token='hf_\.\.\.' to push_to_hub\."):
+        push_to_hub(model, hub_repo_id)
+    with pytest.raises(HubAuthError, match='no Hub token was given'):
+        push_to_hub(model, hub_repo_id, token=False)
+    assert not HfApi().repo_exists(hub_repo_id)
+    push_to_hub(model, hub_repo_id, token='hf_m3dzoo_dummy_test_token')  # with a token it goes through
+    assert HfApi().repo_exists(hub_repo_id)
+
+
+def test_error_push_offline(monkeypatch, hub_server, hub_repo_id):
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
+    with pytest.raises(HubOfflineError, match=rf"^push_to_hub\('{hub_repo_id}'\): HF_HUB_OFFLINE=1 is set, and a push "
+                                              rf'needs the Hub\. To push later, save the folder now with '
+                                              rf'm3d_zoo\.save_pretrained\(model, FOLDER\) and upload it with `hf '
+                                              rf'upload {hub_repo_id} FOLDER`\..*unset HF_HUB_OFFLINE'):
+        push_to_hub(m3d_zoo.create_model('c2d_resnet18', num_classes=2), hub_repo_id)
+
+
+def test_error_push_hub_unreachable(monkeypatch):
+    import huggingface_hub.constants as c
+    import huggingface_hub.utils._http as hf_http
+    closed = HubServer()  # binds a free loopback port, never listens
+    endpoint = closed.endpoint
+    closed.stop()
+    monkeypatch.setattr(c, 'ENDPOINT', endpoint)
+    monkeypatch.setattr(hf_http, 'time', types.SimpleNamespace(sleep=lambda s: None))  # skip the retry back-off
+    with pytest.raises(HubOfflineError, match=rf'the Hub at {endpoint} could not be reached .*Check the network and '
+                                              r'HF_ENDPOINT\. To push later, .*hf upload'):
+        push_to_hub(m3d_zoo.create_model('c2d_resnet18', num_classes=2), f'{HF_ORG}/unreachable')
+
+
+@pytest.mark.parametrize('make, match', [
+    (lambda: nn.Linear(2, 2), r'Linear is not an m3d_zoo model: only models built by m3d_zoo\.create_model'),
+    (lambda: timm.create_model('resnet18'), r'ResNet is not an m3d_zoo model: .*timm\.models\.push_to_hf_hub'),
+    (lambda: VideoResNet(block='basic', layers=(2, 2, 2, 2)),
+     r'This VideoResNet was built directly, not by m3d_zoo\.create_model.*m3d_zoo\.create_model\(NAME'),
+], ids=['linear', 'timm-resnet', 'videoresnet-built-directly'])
+def test_error_save_or_push_a_module_that_is_not_a_zoo_model(make, match, hub_server, hub_repo_id, tmp_path):
+    module = make()
+    with pytest.raises(TypeError, match=match):
+        push_to_hub(module, hub_repo_id)
+    assert not HfApi().repo_exists(hub_repo_id)  # refused before the repo was created
+    with pytest.raises(TypeError, match=match):
+        save_pretrained(module, tmp_path / 'out')
+    assert not (tmp_path / 'out').exists()
+
+
+# --- timm's format through public APIs; weights pinned to the config's commit --------------------------------------
+
+
+def test_hub_module_uses_public_timm_and_hub_apis_only():
+    tree = ast.parse(Path(_hub.__file__).read_text(encoding='utf-8'))
+    private = [f'line {node.lineno}: {node.module}' for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.module and node.module.split('.')[0] in ('timm',
+                                                                                                     'huggingface_hub')
+               and any(part.startswith('_') for part in node.module.split('.'))]
+    assert not private, f'private modules imported: {private}'
+    source = Path(_hub.__file__).read_text(encoding='utf-8')
+    assert 'parent.name' not in source, 'a commit read from the cache folder name'
+
+
+def test_timm_reads_the_saved_config(hub_server, hub_repo_id):
+    model = _randomize(m3d_zoo.create_model('m3d_ral_resnet18', num_classes=5, num_frames=4,
+                                            temporal_strides=(1, 1, 2, 1)))
+    push_to_hub(model, hub_repo_id)
+    pretrained_cfg, name, model_args = timm.models.load_model_config_from_hf(hub_repo_id)
+    assert name == 'm3d_ral_resnet18' and model_args == json.loads(json.dumps(model.model_args))
+    assert pretrained_cfg['num_classes'] == 5 and tuple(pretrained_cfg['input_size']) == (3, 256, 128)
+    assert not {'hf_hub_id', 'file', 'url', 'notes'} & set(json.loads(
+        (Path(HfApi().hf_hub_download(hub_repo_id, CONFIG_NAME))).read_text())['pretrained_cfg'])
+    # timm's own hf-hub: loader rebuilds it too, through the filter that checks a video state dict fits
+    loaded = timm.create_model(f'hf-hub:{hub_repo_id}', pretrained=True).eval()
+    x = torch.randn(1, 3, 4, 64, 32)
+    assert torch.equal(_outputs(loaded, x), _outputs(model, x))
+
+
+def test_weights_pinned_to_the_commit_of_the_config(monkeypatch, hub_server, hub_repo_id):
+    """main moves on right after config.json is fetched: config and weights still come from one commit."""
+    import huggingface_hub
+    first = _randomize(m3d_zoo.create_model('c2d_resnet18', num_classes=3), seed=1)
+    second = _randomize(m3d_zoo.create_model('c2d_resnet18', num_classes=3, head='paper'), seed=2)
+    c1 = push_to_hub(first, hub_repo_id).oid
+    download, moved = huggingface_hub.hf_hub_download, []
+
+    def download_then_move_main(repo_id, filename, **kwargs):
+        path = download(repo_id, filename, **kwargs)
+        if filename == CONFIG_NAME and not moved:
+            moved.append(push_to_hub(second, hub_repo_id).oid)
+        return path
+
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', download_then_move_main)
+    loaded = m3d_zoo.create_model(f'hf-hub:{hub_repo_id}', pretrained=True).eval()
+    assert moved and loaded.pretrained_cfg['revision'] in (c1, moved[0])
+    want = first if loaded.pretrained_cfg['revision'] == c1 else second
+    assert loaded.model_args == want.model_args
+    x = _clip()
+    assert torch.equal(_outputs(loaded, x), _outputs(want, x))

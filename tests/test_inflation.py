@@ -1,6 +1,8 @@
 """ ImageNet inflation, and identity at initialisation that still trains: a 3D model built from a 2D ResNet gives the
 2D net's embedding (any clip with temporal strides 1, constant clips with the default strides), and every temporal
 and attention parameter gets a gradient and moves. """
+import re
+
 import pytest
 import safetensors.torch
 import timm
@@ -9,7 +11,7 @@ import torch.nn.functional as F
 
 import m3d_zoo
 from m3d_zoo.models import PretrainedMismatchError, inflate_kernel
-from m3d_zoo.models._inflate import is_new_key
+from m3d_zoo.models._inflate import PretrainedFileError, is_new_key
 
 FAMILIES = ['i3d', 'p3d_a', 'p3d_b', 'p3d_c', 'm3d', 'm3d_ral', 'm3d_ral_s', 'm3d_ral_t', 'm3d_ral_c']
 
@@ -189,3 +191,84 @@ def test_mismatched_checkpoint_names_keys(ckpt_2d, tmp_path):
     assert 'layer4.1.bn2.running_var' in str(e.value) and 'extra.weight' in str(e.value)
     with pytest.raises(FileNotFoundError, match='does not exist'):
         m3d_zoo.create_model('m3d_resnet18', pretrained_file=tmp_path / 'missing.safetensors')
+
+
+@pytest.fixture(scope='module')
+def bad_files(tmp_path_factory, ckpt_2d):
+    """Files that are not a readable state dict, each named for what is wrong with it."""
+    d = tmp_path_factory.mktemp('bad')
+    data = ckpt_2d['resnet18'].read_bytes()
+    (d / 'truncated.safetensors').write_bytes(data[:len(data) // 2])
+    (d / 'notes.safetensors').write_text('not weights\n')
+    (d / 'empty.pth').write_bytes(b'')
+    (d / 'notes.pth').write_text('not weights\n')
+    (d / 'safetensors.pth').write_bytes(data)
+    torch.save(torch.zeros(3), d / 'tensor.pth')
+    torch.save(safetensors.torch.load_file(str(ckpt_2d['resnet18'])), d / 'whole.pth')
+    whole = (d / 'whole.pth').read_bytes()
+    (d / 'truncated.pth').write_bytes(whole[:len(whole) // 2])
+    return d
+
+
+@pytest.mark.parametrize('name, problem', [
+    ('truncated.safetensors', r'is not a valid safetensors file \(.*\); it may be truncated or damaged'),
+    ('notes.safetensors', r'is not a valid safetensors file \(Error while deserializing header: .*\); it may be '
+                          r'truncated or damaged'),
+    ('empty.pth', r'is empty \(0 bytes\)'),
+    ('notes.pth', r'is not a torch checkpoint \(torch\.save\) nor a safetensors file'),
+    ('safetensors.pth', r'looks like a safetensors file without the \.safetensors extension.*rename it'),
+    ('tensor.pth', r'holds a Tensor, not a dict of named tensors'),
+    ('truncated.pth', r'cannot be read as a torch checkpoint with weights_only=True \(RuntimeError: .*\); it may be '
+                      r'truncated, damaged, or hold objects other than tensors'),
+])
+def test_unreadable_pretrained_file_is_named(bad_files, name, problem):
+    path = bad_files / name
+    with pytest.raises(PretrainedFileError, match=rf"^pretrained_file {re.escape(repr(str(path)))} {problem}: "
+                                                  r'expected a 2D ResNet state dict \(a \.safetensors file, or a '
+                                                  r'torch\.save file of a dict of tensors'):
+        m3d_zoo.create_model('m3d_resnet18', pretrained_file=path)
+
+
+@pytest.fixture(scope='module')
+def m3d_file(tmp_path_factory):
+    """The state dict of an m3d_resnet18 with 5 classes: a video model's file, not a 2D ResNet's."""
+    path = tmp_path_factory.mktemp('video') / 'm3d.safetensors'
+    torch.manual_seed(0)
+    model = m3d_zoo.create_model('m3d_resnet18', num_classes=5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(std=0.05)
+    safetensors.torch.save_file(model.state_dict(), str(path))
+    return path
+
+
+def test_video_checkpoint_of_another_family(m3d_file):
+    path = re.escape(repr(str(m3d_file)))
+    advice = r'create_model\("local-dir:FOLDER", pretrained=True\)'
+    with pytest.raises(PretrainedMismatchError, match=rf'^pretrained_file {path}: The checkpoint holds a video model '
+                                                      rf'\(5-D kernels\), not a 2D ResNet, and it does not fit '
+                                                      rf'i3d_resnet18: 11 checkpoint keys with no place in the model: '
+                                                      rf'layer1\.0\.temporal\.branches\.0\.weight.*{advice}'):
+        m3d_zoo.create_model('i3d_resnet18', pretrained_file=m3d_file)
+    # num_classes differs from the cfg's: timm drops the classifier and loads the rest non-strictly
+    with pytest.raises(PretrainedMismatchError, match=r'shapes that do not fit: conv1\.weight: checkpoint '
+                                                      r'\(64, 3, 1, 7, 7\) vs model \(64, 3, 3, 7, 7\)'):
+        m3d_zoo.create_model('i3d_resnet18', num_classes=0, pretrained_file=m3d_file)
+    # same shapes, extra keys: this loaded without its temporal kernels, with a log line only
+    with pytest.raises(PretrainedMismatchError, match=r'does not fit c2d_resnet18: 11 checkpoint keys with no place in '
+                                                      r'the model: layer1\.0\.temporal\.branches\.0\.weight'):
+        m3d_zoo.create_model('c2d_resnet18', num_classes=0, pretrained_file=m3d_file)
+    with pytest.raises(PretrainedMismatchError, match=r'head\.classifier\.weight: checkpoint \(5, 512\) vs model '
+                                                      r'\(625, 512\).*pass num_classes=5'):
+        m3d_zoo.create_model('m3d_resnet18', pretrained_file=m3d_file)
+    with pytest.raises(PretrainedMismatchError, match=r'spatial_stream\.conv1\.weight'):
+        m3d_zoo.create_model('two_stream_m3d_resnet18', pretrained_file=m3d_file)
+
+
+def test_video_checkpoint_of_the_same_architecture_loads_as_it_is(m3d_file):
+    saved = safetensors.torch.load_file(str(m3d_file))
+    for num_classes in (5, 0):  # timm loads the classifier only when num_classes is its cfg's (625)
+        state = m3d_zoo.create_model('m3d_resnet18', num_classes=num_classes, pretrained_file=m3d_file).state_dict()
+        for key, value in saved.items():
+            if not key.startswith('head.classifier'):
+                assert torch.equal(state[key], value), key

@@ -23,7 +23,7 @@ CLIP = (2, 3, 8, 32, 16)
 GRID = [
     ('m3d_resnet18', dict(ral='s')),
     ('m3d_resnet18', dict(temporal_stem=False)),
-    ('m3d_resnet18', dict(temporal_blocks='all', m3d_branches=2)),
+    ('m3d_resnet18', dict(temporal_blocks='all', m3d_branches=2, temporal_strides=(1, 1, 2, 1))),
     ('m3d_resnet18', dict(temporal_strides=(1, 1, 1, 1), m3d_branches=(1, 2, 3, 2, 1))),
     ('m3d_resnet18', dict(head='paper', embed_dim=64)),
     ('m3d_resnet18', dict(head='bnneck', embed_dim=96, last_stride=1)),
@@ -35,7 +35,7 @@ GRID = [
     ('i3d_resnet18', dict(temporal_stem=False, temporal_strides=(1, 1, 2, 2))),
     ('p3d_a_resnet18', dict(temporal_blocks='first')),
     ('p3d_b_resnet18', dict(temporal_stem=False, last_stride=1)),
-    ('p3d_c_resnet18', dict(m3d_branches=2)),
+    ('p3d_c_resnet18', dict(m3d_branches=2, temporal_strides=(1, 1, 2, 1))),
     ('m3d_resnet50', dict(ral='c', m3d_branches=1)),
     ('two_stream_m3d_resnet18', dict(ral='s')),
     ('two_stream_m3d_resnet18', dict(m3d_branches=1, head='paper', embed_dim=32, temporal_strides=(1, 1, 1, 1))),

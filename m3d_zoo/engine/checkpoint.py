@@ -232,6 +232,10 @@ def load_checkpoint(path: Union[str, Path], with_train_state: bool = True) -> Ch
     Args:
         path: The weights file, or an output folder (its `last.safetensors`).
         with_train_state: Also read the training state the weights name (if any).
+
+    Raises:
+        CheckpointError: A missing or unreadable file, or a training state that is missing, altered, or named by a
+            path leading outside the weights' folder.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -249,7 +253,14 @@ def load_checkpoint(path: Union[str, Path], with_train_state: bool = True) -> Ch
     ckpt = Checkpoint(path=path, state_dict=state_dict, architecture=meta.get('architecture'), model_args=model_args,
                       metadata=meta)
     if with_train_state and meta.get('train_state'):
-        state_path = path.parent / meta['train_state']
+        name = meta['train_state']
+        # save_checkpoint writes a bare file name beside the weights; anything else would read a file elsewhere
+        if name in ('.', '..') or Path(name).name != name or '\\' in name or Path(name).is_absolute():
+            raise CheckpointError(
+                f'{path} names its training state {name!r}, which is not a file in {path.parent}: a checkpoint '
+                f'written by m3d-zoo names a file beside its weights, so this one was altered; it is not followed. '
+                f'The weights alone can still be used (e.g. `m3d-zoo extract --model {path}`), but not resumed.')
+        state_path = path.parent / name
         if not state_path.is_file():
             raise CheckpointError(
                 f'{path} names its training state {state_path.name}, which is missing from {path.parent}. The '

@@ -28,13 +28,18 @@ from m3d_zoo.eval import evaluate_embeddings
 from .checkpoint import atomic_write_bytes, model_from_checkpoint
 
 __all__ = [
-    'SPLIT_CODES', 'load_inference_model', 'embed_tracklets', 'extract_dataset', 'find_tracklet_folders',
-    'save_embeddings', 'load_embeddings', 'evaluate_dataset', 'evaluate_embeddings_file', 'results_to_json',
+    'EmbeddingsError', 'SPLIT_CODES', 'load_inference_model', 'embed_tracklets', 'extract_dataset',
+    'find_tracklet_folders', 'save_embeddings', 'load_embeddings', 'evaluate_dataset', 'evaluate_embeddings_file',
+    'results_to_json',
 ]
 
 _logger = logging.getLogger(__name__)
 
 SPLIT_CODES = {'query': 0, 'gallery': 1, 'train': 2, 'none': -1}
+
+
+class EmbeddingsError(ValueError):
+    """An embeddings file is missing, unreadable, or cannot be evaluated as given (the message says why)."""
 
 
 def load_inference_model(
@@ -128,7 +133,8 @@ def extract_dataset(
         codes += [SPLIT_CODES[name]] * len(tracklets)
         paths += [os.path.dirname(t.paths[0]) for t in tracklets]
     if not embs:
-        raise ValueError(f'{dataset.name}: the splits {list(splits)} hold no tracklets')
+        raise DatasetError(f'{dataset.name}: the splits {list(splits)} hold no tracklets; pick splits the dataset '
+                           f'has (--splits).')
     return {
         'embeddings': torch.cat(embs), 'pids': torch.tensor(pids, dtype=torch.int64),
         'camids': torch.tensor(camids, dtype=torch.int64), 'split': torch.tensor(codes, dtype=torch.int64),
@@ -200,10 +206,10 @@ def load_embeddings(path: Union[str, Path]) -> Dict[str, Any]:
         with safe_open(str(path), framework='pt') as f:
             out['metadata'] = dict(f.metadata() or {})
     except Exception as e:
-        raise ValueError(f'{path} is not a readable safetensors embeddings file ({e}).') from e
+        raise EmbeddingsError(f'{path} is not a readable safetensors embeddings file ({e}).') from e
     missing = [k for k in ('embeddings', 'pids', 'camids') if k not in out]
     if missing:
-        raise ValueError(f'{path} lacks {missing}: not an embeddings file written by m3d-zoo extract.')
+        raise EmbeddingsError(f'{path} lacks {missing}: not an embeddings file written by m3d-zoo extract.')
     return out
 
 
@@ -258,14 +264,18 @@ def evaluate_embeddings_file(
     else:
         split = data.get('split')
         if split is None or not ((split == 0).any() and (split == 1).any()):
-            raise ValueError(f'{path} does not hold both query (split 0) and gallery (split 1) tracklets: extract '
-                             f'with --splits query gallery, or pass the gallery as a second file.')
+            raise EmbeddingsError(f'{path} does not hold both query (split 0) and gallery (split 1) tracklets: '
+                                  f'extract with --splits query gallery, or pass the gallery as a second file.')
         qm, gm = split == 0, split == 1
         q = (data['embeddings'][qm], data['pids'][qm], data['camids'][qm])
         g = (data['embeddings'][gm], data['pids'][gm], data['camids'][gm])
         gallery_mode = data['metadata'].get('gallery_mode')
     if q[0].shape[1] != g[0].shape[1]:
-        raise ValueError(f'query embeddings are {q[0].shape[1]}-d, gallery ones {g[0].shape[1]}-d: they come from '
-                         f'different models.')
+        raise EmbeddingsError(f'query embeddings are {q[0].shape[1]}-d, gallery ones {g[0].shape[1]}-d: they come '
+                              f'from different models.')
+    if not np.isin(np.asarray(q[1]), np.asarray(g[1])).any():
+        raise EmbeddingsError(f'no query identity of {path} appears in the gallery'
+                              + (f' {gallery_path}' if gallery_path is not None else '')
+                              + ': the files come from different datasets or splits.')
     return evaluate_embeddings(q[0], g[0], q[1], g[1], q[2], g[2], metric=metric, rerank=rerank, ap_mode=ap_mode,
                                gallery_mode=gallery_mode, max_rank=max_rank)

@@ -5,12 +5,21 @@ it; the triplet loss sees the feature before the BN, the test embedding is the B
 code's: Linear 2048 -> 128 -> (training only) BN -> ReLU -> Dropout -> classifier; the test embedding is the 128-d
 linear output. Both are linear maps in eval mode, so averaging before or after the head gives the same embedding.
 """
-from typing import Dict, Optional
+import numbers
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
 
 __all__ = ['ReidHead']
+
+
+def _check_int(name: str, value: Any, minimum: int, what: str) -> None:
+    """Raise TypeError unless `value` is an int (bools, floats and strings are not converted), ValueError if small."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f'{name} must be an int >= {minimum} ({what}), got {value!r} ({type(value).__name__}).')
+    if value < minimum:
+        raise ValueError(f'{name} must be an int >= {minimum} ({what}), got {value}.')
 
 
 class ReidHead(nn.Module):
@@ -33,8 +42,8 @@ class ReidHead(nn.Module):
             drop_rate: float = 0.,
     ):
         super().__init__()
-        if head not in ('bnneck', 'paper'):
-            raise ValueError(f"Unknown head '{head}', expected 'bnneck' or 'paper'.")
+        _check_int('in_chs', in_chs, 1, "the backbone's feature channels")
+        self.check_args(num_classes, head, embed_dim, drop_rate)
         self.head_type = head
         self.in_chs = in_chs
         self.drop_rate = drop_rate
@@ -52,6 +61,27 @@ class ReidHead(nn.Module):
         self.num_classes = num_classes
         self.classifier = self._make_classifier(num_classes)
 
+    @staticmethod
+    def check_args(num_classes: Any, head: Any, embed_dim: Any, drop_rate: Any) -> None:
+        """Raise a clear error for a head argument the head cannot be built with (before any layer is built).
+
+        Raises:
+            TypeError: an argument of the wrong type (e.g. a string or float where an int is needed).
+            ValueError: a value out of range or an unknown head.
+        """
+        _check_int('num_classes', num_classes, 0, '0 for a model without classifier')
+        if embed_dim is not None:
+            _check_int('embed_dim', embed_dim, 1, 'or None for the default size')
+        if not isinstance(head, str) or head not in ('bnneck', 'paper'):
+            raise ValueError(f"Unknown head {head!r}, expected 'bnneck' or 'paper'.")
+        if drop_rate is not None:
+            if isinstance(drop_rate, bool) or not isinstance(drop_rate, numbers.Real):
+                raise TypeError(f'drop_rate must be a number in [0, 1) (the dropout probability), got {drop_rate!r} '
+                                f'({type(drop_rate).__name__}).')
+            if not 0 <= drop_rate < 1:
+                raise ValueError(f'drop_rate must be in [0, 1) (the dropout probability; 1 would drop every '
+                                 f'feature), got {drop_rate}.')
+
     def _make_classifier(self, num_classes: int) -> nn.Module:
         if num_classes <= 0:
             return nn.Identity()
@@ -62,6 +92,7 @@ class ReidHead(nn.Module):
         return fc
 
     def reset(self, num_classes: int) -> None:
+        self.check_args(num_classes, self.head_type, None, None)
         self.num_classes = num_classes
         self.classifier = self._make_classifier(num_classes)
 

@@ -4,12 +4,19 @@ Zoo models are registered in timm's global registry (so `timm.create_model('m3d_
 `import m3d_zoo`); these functions list and build only the zoo's, and fail with suggestions on an unknown name.
 """
 import difflib
+import inspect
 import os
+import pickle
+import re
+import zipfile
 from typing import Any, List, Optional, Union
 
+import torch
 import torch.nn as nn
 import timm
 from timm.models import parse_model_name, split_model_name_tag
+
+from ._inflate import PretrainedFileError, PretrainedMismatchError
 
 __all__ = ['create_model', 'list_models', 'list_pretrained', 'is_model', 'UnknownModelError', 'ZOO_MODULES']
 
@@ -71,25 +78,123 @@ def create_model(
             embed_dim, num_classes, drop_rate, ...; and timm's (pretrained_cfg_overlay, cache_dir, ...).
 
     Returns:
-        The model, in train mode like timm's.
+        The model, in train mode like timm's. It records what its weights were loaded from, which save_pretrained
+        writes as their source.
+
+    Raises:
+        UnknownModelError: a name or tag the zoo does not have.
+        TypeError, ValueError: a model argument of the wrong type or value, or one the model does not take.
+        FileNotFoundError, PretrainedFileError: `pretrained_file` is missing or is not a state dict.
+        PretrainedMismatchError: the pretrained weights do not fit the model.
+        HubError: the ImageNet weights could not be fetched.
     """
     source, name = parse_model_name(model_name)
     if source is not None:
         from ._hub import create_model_from_source
         return create_model_from_source(model_name, pretrained=pretrained, **kwargs)
     _check_name(name)
+    from ._hub import RANDOM_INIT, hub_errors, pretrained_source, record_weights_source, recorded_weights_source
+    path = None
     if pretrained_file is not None:
         path = os.fspath(pretrained_file)
         if not os.path.isfile(path):
             raise FileNotFoundError(f'pretrained_file {path!r} does not exist or is not a file.')
+        _check_pretrained_file(path)
         overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {})
         overlay['file'] = path
         kwargs['pretrained_cfg_overlay'] = overlay
         pretrained = True
-    if not pretrained or pretrained_file is not None:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
-    from ._hub import hub_errors
-    # The 2D ImageNet weights come from the Hub through timm; say what to do when that fails (offline, no cache).
-    hf_hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id
-    with hub_errors(f'{name}: ImageNet weights for pretrained=True', hf_hub_id, 'model.safetensors'):
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    try:
+        if not pretrained or path is not None:
+            model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        else:
+            # The 2D ImageNet weights come from the Hub through timm; say what to do when that fails (offline, no
+            # cache).
+            hf_hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id
+            with hub_errors(f'{name}: ImageNet weights for pretrained=True', hf_hub_id, 'model.safetensors'):
+                model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as e:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if not unknown:
+            raise
+        raise TypeError(f"{name} has no argument {unknown.group(1)!r}. Its model arguments: "
+                        f"{', '.join(_model_arguments())} (see help(m3d_zoo.VideoResNet)); timm's create_model options "
+                        f"(pretrained_cfg_overlay, features_only, out_indices, ...) are taken too.") from e
+    except PretrainedMismatchError as e:
+        if path is None:
+            raise
+        raise PretrainedMismatchError(f'pretrained_file {path!r}: {e}') from e
+    except RuntimeError as e:
+        if path is None or not str(e).startswith('Error(s) in loading state_dict'):
+            raise
+        raise PretrainedMismatchError(
+            f'pretrained_file {path!r} does not fit {name}: {str(e)[:2000]}. Pass a 2D ImageNet ResNet of the same '
+            f'depth to inflate; a model saved by m3d_zoo loads with create_model("local-dir:FOLDER", '
+            f'pretrained=True).') from e
+    # What was loaded, for save_pretrained: the inflation filter records a pretrained source as timm loads it.
+    if pretrained:
+        loaded = recorded_weights_source(model) or pretrained_source(getattr(model, 'pretrained_cfg', None) or {})
+    else:
+        loaded = RANDOM_INIT
+    record_weights_source(model, loaded)
+    return model
+
+
+def _model_arguments() -> List[str]:
+    """The names a zoo model's constructor takes (the layer types, which config files cannot hold, left out)."""
+    from .video_resnet import VideoResNet
+    names = inspect.signature(VideoResNet.__init__).parameters
+    return [n for n in names if n not in ('self', 'norm_layer', 'act_layer')]
+
+
+_EXPECTED_FILE = ('a 2D ResNet state dict (a .safetensors file, or a torch.save file of a dict of tensors, '
+                  'e.g. the model.safetensors of timm/resnet50.tv_in1k on the Hugging Face Hub)')
+
+
+def _check_pretrained_file(path: str) -> None:
+    """Read `path` as timm will, and raise `PretrainedFileError` naming the file if it is not a state dict.
+
+    timm's own errors for such files (EOFError, KeyError, a safetensors header error) name neither the file nor what
+    was expected. The file is read twice, here and by timm: a second read comes from the page cache.
+    """
+    def error(problem: str) -> PretrainedFileError:
+        return PretrainedFileError(f'pretrained_file {path!r} {problem}: expected {_EXPECTED_FILE}.')
+
+    if os.path.getsize(path) == 0:
+        raise error('is empty (0 bytes)')
+    if path.endswith('.safetensors'):
+        from safetensors import safe_open
+        try:
+            with safe_open(path, framework='pt') as f:
+                if not list(f.keys()):
+                    raise error('holds no tensors')
+        except PretrainedFileError:
+            raise
+        except Exception as e:  # SafetensorError and OSError: a truncated, damaged or foreign file
+            raise error(f'is not a valid safetensors file ({e}); it may be truncated or damaged') from e
+        return
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    if not (head[:4] == b'PK\x03\x04' or head[:1] == b'\x80'):  # torch.save's zip archive, or a legacy pickle
+        if len(head) == 9 and head[8:9] == b'{':  # safetensors: an 8-byte header length, then the JSON header
+            raise error('looks like a safetensors file without the .safetensors extension, which selects the '
+                        'reader: rename it')
+        raise error('is not a torch checkpoint (torch.save) nor a safetensors file')
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise error(f'cannot be read as a torch checkpoint with weights_only=True ({type(e).__name__}: '
+                    f'{str(e)[:500]}); it may be truncated, damaged, or hold objects other than tensors') from e
+    state_dict = _unwrap_state_dict(checkpoint)
+    if not isinstance(state_dict, dict) or not state_dict \
+            or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
+        raise error(f'holds a {type(checkpoint).__name__}, not a dict of named tensors')
+
+
+def _unwrap_state_dict(checkpoint: Any) -> Any:
+    """The state dict inside a training checkpoint, with the keys timm looks for, in its order."""
+    if isinstance(checkpoint, dict):
+        for key in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
+            if checkpoint.get(key) is not None:
+                return checkpoint[key]
+    return checkpoint

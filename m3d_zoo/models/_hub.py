@@ -16,9 +16,10 @@ Hub failures are raised as `HubError` subclasses whose message names what was wr
 import hashlib
 import json
 import logging
+import os
 import re
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from tempfile import TemporaryDirectory
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -31,9 +32,10 @@ from ..version import __version__
 __all__ = [
     'HF_ORG', 'WEIGHTS_NAME', 'CONFIG_NAME', 'README_NAME', 'RELEASED_WEIGHTS', 'released_pretrained_cfgs',
     'HubError', 'HubRepoNotFoundError', 'HubRevisionNotFoundError', 'HubFileNotFoundError', 'HubOfflineError',
-    'CorruptWeightsError', 'UnknownArchitectureError',
+    'HubAuthError', 'HubConfigError', 'CorruptWeightsError', 'UnknownArchitectureError',
     'save_pretrained', 'push_to_hub', 'create_model_from_source', 'load_weights', 'verify_weights', 'file_sha256',
-    'generate_model_card', 'hub_errors',
+    'generate_model_card', 'hub_errors', 'RANDOM_INIT', 'pretrained_source', 'record_weights_source',
+    'recorded_weights_source', 'weights_source',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -103,6 +105,14 @@ class HubFileNotFoundError(HubError, FileNotFoundError):
 
 class HubOfflineError(HubError, ConnectionError):
     """The Hub cannot be reached (or HF_HUB_OFFLINE is set) and the files are not in the local cache."""
+
+
+class HubAuthError(HubError, PermissionError):
+    """The Hub refused a write: no token, an invalid one, or one without write access to the repo."""
+
+
+class HubConfigError(HubError, ValueError):
+    """A saved model's config.json cannot be used: malformed, edited, or naming a file outside its folder or repo."""
 
 
 class CorruptWeightsError(HubError):
@@ -241,17 +251,113 @@ def _safetensors_metadata(path: Union[str, Path]) -> Dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# What a model's weights were loaded from
+
+RANDOM_INIT = 'none (randomly initialised)'
+_WEIGHTS_SOURCE = '_m3d_zoo_weights_source'  # model attribute: (source, fingerprint or None)
+_FINGERPRINT_VALUES = 16
+
+
+def pretrained_source(cfg: Dict[str, Any], inflated: Optional[bool] = None) -> str:
+    """Where timm loads pretrained weights from, read from a model's resolved pretrained_cfg in timm's order of
+    precedence (a state dict, a file, the Hub, a URL).
+
+    Local files are named without their folder, which is no one else's business once the card is public; their
+    sha256 says which file it was.
+
+    Args:
+        cfg: The model's pretrained_cfg, overlays applied.
+        inflated: Whether the weights were 2D and inflated.
+    """
+    file = cfg.get('file')
+    if cfg.get('source') == 'hf-hub' and cfg.get('hf_hub_id'):
+        where = f"hf-hub:{cfg['hf_hub_id']}"
+    elif cfg.get('source') == 'local-dir' and file:
+        where = f'local-dir:{Path(file).name}'
+    elif cfg.get('state_dict') is not None:
+        where = 'a state dict given in pretrained_cfg'
+    elif file:
+        where = f'file {Path(file).name}' + (f' (sha256 {file_sha256(file)})' if Path(file).is_file() else '')
+    elif cfg.get('hf_hub_id'):
+        where = cfg['hf_hub_id'] + (f"/{cfg['hf_hub_filename']}" if cfg.get('hf_hub_filename') else '')
+    elif cfg.get('url'):
+        where = cfg['url']
+    else:
+        where = 'pretrained weights of unknown origin'
+    return f'{where}, 2D ResNet weights inflated to 3D' if inflated else where
+
+
+def _fingerprint(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """A few evenly spaced values of every floating point tensor of the state dict, as float64 on the CPU.
+
+    Training, load_state_dict or a dtype conversion changes them; moving the model between devices does not.
+    """
+    out = {}
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and value.numel() and not value.is_meta:
+            flat = value.detach().reshape(-1)
+            index = torch.linspace(0, flat.numel() - 1, min(flat.numel(), _FINGERPRINT_VALUES)).round().long()
+            out[key] = flat[index.to(flat.device)].to('cpu', torch.float64)
+    return out
+
+
+def record_weights_source(model: nn.Module, source: str, snapshot: bool = True) -> None:
+    """Record what the model's weights were loaded from, for the provenance that `save_pretrained` writes.
+
+    Args:
+        model: The model, just built or just loaded.
+        source: What was loaded, e.g. `RANDOM_INIT`, ``'hf-hub:org/name@<commit>'``.
+        snapshot: Also keep a fingerprint of the weights, so that weights changed afterwards (trained, or replaced
+            with load_state_dict) are not passed off as `source`.
+    """
+    object.__setattr__(model, _WEIGHTS_SOURCE, (source, _fingerprint(model) if snapshot else None))
+
+
+def recorded_weights_source(model: nn.Module) -> Optional[str]:
+    """The source recorded by `record_weights_source`, as recorded (None if none was)."""
+    record = getattr(model, _WEIGHTS_SOURCE, None)
+    return record[0] if record is not None else None
+
+
+def weights_source(model: nn.Module) -> str:
+    """What the model's weights were loaded from, and whether they changed since; 'unknown ...' if not recorded."""
+    record = getattr(model, _WEIGHTS_SOURCE, None)
+    if record is None:
+        return 'unknown (not recorded: the model was not built by m3d_zoo.create_model)'
+    source, before = record
+    if before is not None:
+        now = _fingerprint(model)
+        # Keys present in both: a classifier reset or fuse() adds and drops tensors without changing the others.
+        if any(not torch.equal(before[k], now[k]) for k in before.keys() & now.keys()):
+            return f'{source}, changed since (trained, converted, or other weights loaded into it)'
+    return source
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Saving
 
 
+def _architecture(model: Any) -> str:
+    """The registered architecture of a zoo model; TypeError for anything else, which m3d_zoo could not rebuild."""
+    from ._record import has_model_args
+    cfg = getattr(model, 'pretrained_cfg', None)
+    architecture = cfg.get('architecture') if isinstance(cfg, dict) else None
+    if not isinstance(model, nn.Module) or not has_model_args(model) or not architecture:
+        what = type(model).__name__
+        if isinstance(model, nn.Module) and has_model_args(model):
+            raise TypeError(f'This {what} was built directly, not by m3d_zoo.create_model, so it has no registered '
+                            f'architecture to be rebuilt as: build it with m3d_zoo.create_model(NAME, ...).')
+        raise TypeError(
+            f'{what} is not an m3d_zoo model: only models built by m3d_zoo.create_model can be saved and loaded back '
+            f'by m3d_zoo (their config.json records the arguments that rebuild them). A timm model saves with '
+            f'timm.models.push_to_hf_hub; any other module with torch.save or safetensors.')
+    return architecture
+
+
 def _model_args(model: nn.Module, model_args: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """Constructor arguments that rebuild the model: the zoo's ``model.model_args``, else timm's record."""
-    from ._record import get_model_args, has_model_args
-    if has_model_args(model):
-        args = get_model_args(model)  # the zoo's construction record: the exact arguments
-    else:
-        from timm.models import get_model_args as timm_model_args  # a timm model: its create_model arguments
-        args = timm_model_args(model)
+    """Constructor arguments that rebuild the model: its construction record, updated with `model_args`."""
+    from ._record import get_model_args
+    args = get_model_args(model)  # the zoo's construction record: the exact arguments
     args.update(model_args or {})
     # the classifier may have been reset since construction (e.g. to export an embedding model)
     args['num_classes'] = model.num_classes
@@ -263,13 +369,26 @@ def _model_args(model: nn.Module, model_args: Optional[Dict[str, Any]]) -> Dict[
 
 
 def _source_weights(model: nn.Module, source_weights: Optional[str]) -> str:
-    if source_weights:
-        return source_weights
-    cfg = getattr(model, 'pretrained_cfg', None) or {}
-    if cfg.get('hf_hub_id'):
-        return cfg['hf_hub_id']
-    arch, tag = cfg.get('architecture'), cfg.get('tag')
-    return f'{arch}.{tag}' if arch and tag else 'unknown'
+    """What the weights started from: the caller's word, else what was recorded as loaded (never the registry's
+    default pretrained source, which a model built with pretrained=False did not load)."""
+    return source_weights or weights_source(model)
+
+
+# pretrained_cfg fields that describe where the source weights were loaded from, not these weights
+_SOURCE_FIELDS = ('url', 'file', 'state_dict', 'hf_hub_id', 'hf_hub_filename', 'source', 'revision', 'notes')
+_NULLABLE_FIELDS = ('pool_size', 'first_conv', 'classifier')  # timm keeps these even when None
+
+
+def _hf_config(model: nn.Module, architecture: str, args: Dict[str, Any]) -> Dict[str, Any]:
+    """timm's config.json layout from the model's public attributes: architecture, num_classes, num_features,
+    model_args and pretrained_cfg (input size, mean/std, ..., without the source fields)."""
+    cfg = {k: v for k, v in model.pretrained_cfg.items()
+           if k not in _SOURCE_FIELDS and k != 'architecture' and (v is not None or k in _NULLABLE_FIELDS)}
+    cfg['num_classes'] = model.num_classes
+    cfg['custom_load'] = False  # a plain state dict, whatever the source needed
+    config = {'architecture': architecture, 'num_classes': model.num_classes, 'num_features': model.num_features,
+              'model_args': args, 'pretrained_cfg': cfg}
+    return json.loads(json.dumps(config))  # tuples -> lists, as they will be read back
 
 
 def save_pretrained(
@@ -284,28 +403,30 @@ def save_pretrained(
     """Save a model as a Hub-ready folder: ``model.safetensors``, ``config.json`` and a ``README.md`` model card.
 
     Args:
-        model: A zoo model (or any timm model).
+        model: A zoo model (built by m3d_zoo.create_model).
         save_directory: Folder to write; created if needed, files in it are overwritten.
         model_args: Constructor arguments to record in addition to (or instead of) ``model.model_args``.
         model_card: Card content: ``description``, ``datasets`` (training data, list), ``training`` (dict of
             details), ``metrics`` ({dataset: {metric: value}}), ``eval_protocol``, ``license``, ``tags``, ``notes``.
-        source_weights: What the weights started from, e.g. ``timm/resnet50.tv_in1k``; defaults to the model's
-            pretrained_cfg.
+        source_weights: What the weights started from, e.g. ``timm/resnet50.tv_in1k``; defaults to what
+            m3d_zoo.create_model recorded as loaded (`RANDOM_INIT` for pretrained=False), with a note if the
+            weights changed since.
         repo_id: The Hub repo the folder is meant for, used in the card's usage snippet.
         write_card: Write README.md.
 
     Returns:
         The folder.
+
+    Raises:
+        TypeError: `model` is not a zoo model.
     """
     from safetensors.torch import save_file
-    # timm's config writer alone: its public save_for_hf would also write the weights, which are written once below
-    from timm.models._hub import save_config_for_hf
 
+    architecture = _architecture(model)  # before anything is written: a module m3d_zoo cannot rebuild is refused
+    args = _model_args(model, model_args)
+    source = _source_weights(model, source_weights)
     save_directory = Path(save_directory)
     save_directory.mkdir(parents=True, exist_ok=True)
-    args = _model_args(model, model_args)
-    architecture = model.pretrained_cfg['architecture']
-    source = _source_weights(model, source_weights)
 
     model_card = dict(model_card or {})
     weights_path = save_directory / WEIGHTS_NAME
@@ -325,14 +446,7 @@ def save_pretrained(
         save_file(state_dict, str(tmp), metadata=metadata)
 
     config_path = save_directory / CONFIG_NAME
-    # timm writes config.json in its own format; the zoo's model_args then replace timm's guess at the rebuild
-    # arguments, as timm adds ones (in_chans, global_pool) a zoo constructor need not take.
-    with TemporaryDirectory() as d:
-        save_config_for_hf(model, Path(d) / CONFIG_NAME, model_args={'num_classes': model.num_classes})
-        config = json.loads((Path(d) / CONFIG_NAME).read_text())
-    config['model_args'] = args
-    # notes describe the source checkpoint (e.g. 'not ReID-trained'), not these weights
-    config.get('pretrained_cfg', {}).pop('notes', None)
+    config = _hf_config(model, architecture, args)
     config['weights'] = {'file': WEIGHTS_NAME, 'format': 'safetensors', 'sha256': file_sha256(weights_path),
                          'size': weights_path.stat().st_size}
     config['m3d_zoo'] = {'version': __version__, 'source_weights': source, 'num_params': _num_params(model)}
@@ -363,12 +477,12 @@ def push_to_hub(
     """Push a model to a Hub repo (created if needed): weights, config and model card, in one commit.
 
     Args:
-        model: A zoo model (or any timm model).
+        model: A zoo model (built by m3d_zoo.create_model).
         repo_id: ``organisation/name``, e.g. ``m3d-zoo/m3d_resnet50.mars``.
         commit_message: The commit's title.
         revision: Branch to commit to (created from main if missing); main by default.
         private: Create the repo private.
-        token: Hub token; the logged-in user's (or HF_TOKEN) by default.
+        token: Hub token with write access; the logged-in user's (or HF_TOKEN) by default.
         create_pr: Open a pull request instead of committing to the branch.
         model_args: See `save_pretrained`.
         model_card: See `save_pretrained`.
@@ -376,18 +490,76 @@ def push_to_hub(
 
     Returns:
         huggingface_hub's ``CommitInfo`` (``oid`` is the commit id, usable as ``hf-hub:{repo_id}@{oid}``).
+
+    Raises:
+        TypeError: `model` is not a zoo model.
+        HubAuthError: no token, an invalid one, or one without write access.
+        HubOfflineError: HF_HUB_OFFLINE is set, or the Hub cannot be reached.
+        HubError: any other refusal by the Hub.
     """
     from huggingface_hub import HfApi
+    _architecture(model)  # a module m3d_zoo cannot rebuild is refused before the repo is created
+    if _is_offline():
+        raise HubOfflineError(f"push_to_hub('{repo_id}'): HF_HUB_OFFLINE=1 is set, and a push needs the Hub. "
+                              f"{_push_later_help(repo_id)} Or unset HF_HUB_OFFLINE (or set HF_HUB_OFFLINE=0).")
     api = HfApi(token=token, library_name='m3d_zoo', library_version=__version__)
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    if revision and revision != 'main' and not create_pr:
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
-    with TemporaryDirectory() as tmpdir:
-        save_pretrained(model, tmpdir, model_args=model_args, model_card=model_card, source_weights=source_weights,
-                        repo_id=repo_id)
-        return api.upload_folder(
-            repo_id=repo_id, folder_path=tmpdir, revision=revision, commit_message=commit_message,
-            create_pr=create_pr)
+    with _push_errors(repo_id, token):
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        if revision and revision != 'main' and not create_pr:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        with TemporaryDirectory() as tmpdir:
+            save_pretrained(model, tmpdir, model_args=model_args, model_card=model_card,
+                            source_weights=source_weights, repo_id=repo_id)
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=tmpdir, revision=revision, commit_message=commit_message,
+                create_pr=create_pr)
+
+
+def _push_later_help(repo_id: str) -> str:
+    return (f'To push later, save the folder now with m3d_zoo.save_pretrained(model, FOLDER) and upload it with '
+            f'`hf upload {repo_id} FOLDER`.')
+
+
+def _transport_errors() -> Tuple[type, ...]:
+    """The connection and timeout errors of the HTTP client huggingface_hub uses."""
+    try:
+        from huggingface_hub.utils import httpx
+        return (httpx.TransportError,)
+    except (ImportError, AttributeError):
+        return (ConnectionError, TimeoutError)
+
+
+@contextmanager
+def _push_errors(repo_id: str, token: Optional[Union[str, bool]]) -> Iterator[None]:
+    """Turn huggingface_hub's errors during a push into `HubError` subclasses that say what to do."""
+    from huggingface_hub import get_token
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    what = f"push_to_hub('{repo_id}')"
+    login = ("log in with `hf auth login`, set the HF_TOKEN environment variable, or pass token='hf_...' to "
+             "push_to_hub")
+    try:
+        yield
+    except OfflineModeIsEnabled as e:
+        raise HubOfflineError(f'{what}: HF_HUB_OFFLINE=1 is set, and a push needs the Hub. '
+                              f'{_push_later_help(repo_id)}') from e
+    except HfHubHTTPError as e:
+        status = getattr(e.response, 'status_code', None)
+        answer = f'{status} {str(e).strip().splitlines()[-1]}'
+        if status == 401 and not (token if token is not None else get_token()):
+            raise HubAuthError(f'{what}: the Hub at {_endpoint()} refused the push ({answer}): no Hub token was given '
+                               f'or found, and a push needs one with write access. To fix, {login}.') from e
+        if status == 401:
+            raise HubAuthError(f'{what}: the Hub at {_endpoint()} rejected the token ({answer}): it is invalid or '
+                               f'expired. Create a token with write access in your Hub settings, then {login}.') \
+                from e
+        if status == 403:
+            raise HubAuthError(f"{what}: the token has no write access to '{repo_id}' ({answer}). Use a token with "
+                               f"write access to '{repo_id.split('/')[0]}' ({login}), or push to a repo of your "
+                               f"own.") from e
+        raise HubError(f'{what}: the Hub at {_endpoint()} answered an error: {e}') from e
+    except _transport_errors() as e:
+        raise HubOfflineError(f'{what}: the Hub at {_endpoint()} could not be reached ({e}). Check the network and '
+                              f'HF_ENDPOINT. {_push_later_help(repo_id)}') from e
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -440,6 +612,83 @@ def _known_architecture(architecture: str, what: str):
         f"m3d_zoo model, load it with the library that made it (e.g. timm.create_model).")
 
 
+_CONFIG_HELP = (
+    'm3d_zoo.save_pretrained and push_to_hub write it; if it was edited, restore it (for a Hub repo, load an earlier '
+    "commit with 'hf-hub:ORG/NAME@COMMIT'); if only a downloaded copy is damaged, download it again with "
+    'force_download=True.')
+
+
+def _config_error(what: str, config_path: Path, problem: str) -> HubConfigError:
+    return HubConfigError(f'{what}: {CONFIG_NAME} {problem}. File: {config_path}. {_CONFIG_HELP}')
+
+
+def _read_config(what: str, config_path: Path) -> Dict[str, Any]:
+    """config.json, checked field by field: `HubConfigError` names the field that cannot be used."""
+    try:
+        config = json.loads(config_path.read_text(encoding='utf-8'))
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise _config_error(what, config_path, f'is not valid JSON ({e})') from e
+    if not isinstance(config, dict):
+        raise _config_error(what, config_path, f'holds a JSON {type(config).__name__}, not an object with '
+                                               f"'architecture' and 'model_args'")
+    architecture = config.get('architecture')
+    if not isinstance(architecture, str) or not architecture:
+        found = 'has no' if architecture is None else f'has {architecture!r} as its'
+        raise _config_error(what, config_path, f"{found} 'architecture' (the registered model name, a string)")
+    for field in ('model_args', 'pretrained_cfg', 'weights'):
+        if config.get(field) is not None and not isinstance(config[field], dict):
+            raise _config_error(what, config_path, f"has a {type(config[field]).__name__} as '{field}', not an "
+                                                   f'object')
+    weights = config.get('weights') or {}
+    checks = (('file', lambda v: isinstance(v, str) and v, 'a file name'),
+              ('sha256', lambda v: isinstance(v, str) and re.fullmatch(r'[0-9a-fA-F]{64}', v), '64 hex digits'),
+              ('size', lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, 'a byte count'))
+    for field, valid, expected in checks:
+        if weights.get(field) is not None and not valid(weights[field]):
+            raise _config_error(what, config_path, f"has weights.{field}={weights[field]!r}, not {expected}")
+    return config
+
+
+def _check_weights_file(what: str, config_path: Path, filename: str, source: str) -> None:
+    """Refuse a weights file name that leads outside the folder or repo (absolute, '..', a drive or backslashes).
+
+    The check is on the name alone: a folder may hold links to files elsewhere (a Hub cache snapshot does), and the
+    name is what an edited config.json could abuse.
+    """
+    posix, windows = PurePosixPath(filename), PureWindowsPath(filename)
+    if posix.is_absolute() or windows.drive or windows.root or '\\' in filename or '..' in posix.parts:
+        where = 'folder' if source == 'local-dir' else 'repo'
+        raise _config_error(what, config_path, f'names the weights file {filename!r}, which leads outside its {where}; '
+                                               f"m3d_zoo reads only files inside it (e.g. '{WEIGHTS_NAME}'). Do not "
+                                               f'use a model whose config.json you did not expect to be edited')
+
+
+def _resolve_commit(what: str, repo_id: str, revision: Optional[str]) -> Optional[str]:
+    """The commit that `revision` (main by default) points at on the Hub now: the X-Repo-Commit of its config.json.
+
+    None offline or when the Hub cannot be asked: hf_hub_download then reads the cache, whose refs do not move.
+    """
+    if revision and re.fullmatch(r'[0-9a-f]{40}', revision):
+        return revision
+    if _is_offline():
+        return None
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+    with hub_errors(what, repo_id, CONFIG_NAME, revision):
+        try:
+            return get_hf_file_metadata(hf_hub_url(repo_id, CONFIG_NAME, revision=revision),
+                                        library_name='m3d_zoo', library_version=__version__).commit_hash
+        except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError):
+            raise  # gone since config.json was fetched: hub_errors says which
+        except (HfHubHTTPError, OSError) + _transport_errors():
+            return None  # unreachable or refused just now: the cache decides, as in hf_hub_download
+
+
 def create_model_from_source(
         model_name: str,
         pretrained: bool = False,
@@ -464,6 +713,11 @@ def create_model_from_source(
 
     Returns:
         The model, with ``pretrained_cfg`` naming its source.
+
+    Raises:
+        HubConfigError: config.json is malformed, names a weights file outside the folder or repo, or its
+            model_args do not build the architecture.
+        HubError: other failures to fetch or load (subclasses say which).
     """
     from timm.models import parse_model_name
     source, model_id = parse_model_name(model_name)
@@ -474,35 +728,47 @@ def create_model_from_source(
         raise ValueError(f'{what}: pretrained_cfg cannot be combined with a source prefix, the source supplies it.')
 
     config_path = _fetch(source, model_id, CONFIG_NAME, cache_dir=cache_dir, force_download=force_download)
-    try:
-        config = json.loads(config_path.read_text(encoding='utf-8'))
-    except ValueError as e:
-        raise HubError(f'{what}: {CONFIG_NAME} is not valid JSON ({e}). File: {config_path}') from e
-    architecture = config.get('architecture')
+    commit = None
+    if source == 'hf-hub':
+        # Pin the weights to the commit of the config: a branch that moves between the two downloads would pair
+        # this config with other weights. The config is fetched again at that commit, from the cache unless the
+        # branch moved just now.
+        repo_id, asked_revision = _split_revision(model_id)
+        commit = _resolve_commit(what, repo_id, asked_revision)
+        if commit:
+            config_path = _fetch(source, model_id, CONFIG_NAME, cache_dir=cache_dir, revision=commit)
+    config = _read_config(what, config_path)
+    architecture = config['architecture']
     _known_architecture(architecture, what)
+    weights = config.get('weights') or {}
+    filename = weights.get('file', WEIGHTS_NAME)
+    _check_weights_file(what, config_path, filename, source)
 
-    # pin the weights to the commit the config came from, even if the branch moves between the two downloads
-    commit = config_path.parent.name if source == 'hf-hub' and re.fullmatch(r'[0-9a-f]{40}', config_path.parent.name) \
-        else None
     pretrained_cfg = dict(config.get('pretrained_cfg') or {})
     pretrained_cfg.pop('architecture', None)
     if source == 'hf-hub':
         pretrained_cfg.update(hf_hub_id=model_id, source='hf-hub')
     else:
-        pretrained_cfg.update(file=str(Path(model_id).expanduser() / WEIGHTS_NAME), source='local-dir')
+        pretrained_cfg.update(file=str(Path(model_id).expanduser() / filename), source='local-dir')
 
     saved_args = dict(config.get('model_args') or {})
     num_classes = kwargs.pop('num_classes', None)
     args = dict(saved_args, **{k: v for k, v in kwargs.items() if v is not None})
     if num_classes is not None and not pretrained:
         args['num_classes'] = num_classes
+    overridden = sorted(k for k in kwargs if k in args and saved_args.get(k) != kwargs[k])
 
     create = _zoo_create_model()
-    model = create(architecture, pretrained=False, pretrained_cfg=pretrained_cfg, **args)
+    try:
+        model = create(architecture, pretrained=False, pretrained_cfg=pretrained_cfg, **args)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, HubError):
+            raise
+        given = f' and the overridden arguments {overridden}' if overridden else ''
+        raise _config_error(what, config_path, f'has model_args that do not build {architecture}{given}: '
+                                               f"{str(e).rstrip('.')}") from e
 
     if pretrained:
-        weights = config.get('weights') or {}
-        filename = weights.get('file', WEIGHTS_NAME)
         if not filename.endswith('.safetensors'):
             raise HubError(f'{what}: weights file {filename!r} is not safetensors; m3d_zoo never unpickles weights.')
         weights_path = _fetch(source, model_id, filename, cache_dir=cache_dir, force_download=force_download,
@@ -512,7 +778,6 @@ def create_model_from_source(
         try:
             model.load_state_dict(state_dict, strict=True)
         except RuntimeError as e:  # missing, unexpected or differently shaped tensors
-            overridden = sorted(k for k in kwargs if saved_args.get(k) != kwargs[k])
             raise HubError(
                 f'{what}: the weights do not fit {architecture} built with '
                 f'{"the overridden arguments " + str(overridden) if overridden else "its saved model_args"}: '
@@ -521,6 +786,13 @@ def create_model_from_source(
             model.reset_classifier(num_classes)
             if isinstance(getattr(model, 'model_args', None), dict):
                 model.model_args['num_classes'] = num_classes
+        if source == 'hf-hub':
+            loaded = f'hf-hub:{_split_revision(model_id)[0]}@{commit}' if commit else f'hf-hub:{model_id}'
+        else:  # the folder's name only, as for pretrained files (see pretrained_source)
+            loaded = f'local-dir:{Path(os.path.abspath(os.path.expanduser(model_id))).name}'
+        if not (source == 'hf-hub' and commit):  # a commit names the file; a folder or the cache does not
+            loaded += f' ({filename} sha256 {weights.get("sha256") or file_sha256(weights_path)})'
+        record_weights_source(model, loaded)
         if commit:
             model.pretrained_cfg = dict(model.pretrained_cfg, revision=commit)
     else:

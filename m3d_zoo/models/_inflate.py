@@ -13,7 +13,7 @@ from typing import Dict, List
 import torch
 import torch.nn as nn
 
-__all__ = ['inflate_kernel', 'inflate_state_dict', 'is_new_key', 'PretrainedMismatchError']
+__all__ = ['inflate_kernel', 'inflate_state_dict', 'is_new_key', 'PretrainedMismatchError', 'PretrainedFileError']
 
 # Parameters new to the video model (no 2D counterpart); they keep their initial values.
 _NEW_KEY = re.compile(r'^stem_temporal\.|(^|\.)temporal\.|^ral\d+\.|^head\.')
@@ -22,7 +22,11 @@ _DROPPED_2D_KEY = re.compile(r'^(fc|head\.fc|classifier)\.')
 
 
 class PretrainedMismatchError(RuntimeError):
-    """A 2D checkpoint does not fit the video model it is inflated into."""
+    """A checkpoint does not fit the video model it is loaded (or inflated) into."""
+
+
+class PretrainedFileError(ValueError):
+    """A pretrained file that cannot be read as a state dict (empty, truncated, or not a checkpoint at all)."""
 
 
 def is_new_key(key: str) -> bool:
@@ -103,14 +107,67 @@ def inflate_state_dict(
     return out
 
 
-def inflate_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """timm `pretrained_filter_fn`: inflate with the model's own `inflation` setting.
+def check_video_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> None:
+    """Check that a video model's state dict (5-D kernels), which loads as it is, is this model's key for key.
 
-    A state dict that is already a video model's (timm's own `hf-hub:` path for a saved zoo model) passes unchanged;
-    `m3d_zoo.create_model` is the path that also verifies its sha256.
+    timm drops the checkpoint's classifier when `num_classes` differs from the pretrained cfg's, so the classifier
+    is compared only when it is kept.
+
+    Raises:
+        PretrainedMismatchError: keys missing, unexpected or of another shape, all named.
     """
-    if any(v.ndim == 5 for v in state_dict.values()):
-        return state_dict
-    if hasattr(model, 'inflate_pretrained'):
-        return model.inflate_pretrained(state_dict)
-    return inflate_state_dict(state_dict, model, getattr(model, 'inflation', 'center'))
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    classifiers = cfg.get('classifier') or ()
+    classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers)
+    dropped = getattr(model, 'num_classes', None) != cfg.get('num_classes')
+
+    def compared(key: str) -> bool:
+        return not (dropped and any(key.startswith(c + '.') for c in classifiers))
+
+    target = model.state_dict()
+    missing = [k for k in target if k not in state_dict and compared(k) and not k.endswith('num_batches_tracked')]
+    unexpected = [k for k in state_dict if k not in target and compared(k)]
+    mismatched = [k for k in target if k in state_dict and compared(k) and state_dict[k].shape != target[k].shape]
+    if not (missing or unexpected or mismatched):
+        return
+    parts = []
+    if missing:
+        parts.append(f'{len(missing)} keys of the model missing from the checkpoint: {_fmt(missing)}')
+    if unexpected:
+        parts.append(f'{len(unexpected)} checkpoint keys with no place in the model: {_fmt(unexpected)}')
+    if mismatched:
+        shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(target[k].shape)}' for k in mismatched]
+        parts.append(f'{len(mismatched)} shapes that do not fit: {_fmt(shapes)}')
+    hint = ''
+    heads = [k for k in mismatched if any(k.startswith(c + '.') for c in classifiers)]
+    if heads:
+        n = state_dict[heads[0]].shape[0]
+        hint = f' Its classifier has {n} classes: pass num_classes={n} (or num_classes=0 for the embedding model).'
+    arch = cfg.get('architecture') or type(model).__name__
+    raise PretrainedMismatchError(
+        f'The checkpoint holds a video model (5-D kernels), not a 2D ResNet, and it does not fit {arch}: '
+        + '; '.join(parts) + f'.{hint} A model saved by m3d_zoo loads with its own architecture and arguments: '
+        'create_model("local-dir:FOLDER", pretrained=True) for the folder save_pretrained wrote, or '
+        'create_model("hf-hub:ORG/NAME", pretrained=True); pretrained_file takes a 2D ImageNet ResNet of the same '
+        'depth, to inflate.')
+
+
+def inflate_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """timm `pretrained_filter_fn`: inflate with the model's own `inflation` setting, and record the source.
+
+    A state dict that is already a video model's (timm's own `hf-hub:` path for a saved zoo model) loads as it is,
+    once `check_video_state_dict` has found it to be this model's; `m3d_zoo.create_model` is the path that also
+    verifies its sha256.
+    """
+    from ._hub import pretrained_source, record_weights_source
+    video = any(v.ndim == 5 for v in state_dict.values())
+    if video:
+        check_video_state_dict(state_dict, model)
+    elif hasattr(model, 'inflate_pretrained'):
+        state_dict = model.inflate_pretrained(state_dict)
+    else:
+        state_dict = inflate_state_dict(state_dict, model, getattr(model, 'inflation', 'center'))
+    # timm calls this filter on every pretrained load, whichever create_model it came through: the one place that
+    # knows both where the weights came from (the resolved pretrained_cfg) and whether they were inflated.
+    record_weights_source(model, pretrained_source(model.pretrained_cfg, inflated=not video), snapshot=False)
+    return state_dict

@@ -44,6 +44,16 @@ class TwoStreamM3D(nn.Module):
             **kwargs,
     ):
         super().__init__()
+        fixed = sorted(set(kwargs) & {'unit', 'temporal_blocks'})
+        if fixed:
+            raise TypeError(
+                f'TwoStreamM3D does not take {", ".join(fixed)}: its spatial stream is 2D and its temporal stream has '
+                f"M3D layers in the first block of each stage. Build a single stream with another unit with "
+                f"m3d_zoo.create_model('m3d_resnet50', unit=..., temporal_blocks=...).")
+        # The temporal stream's arguments are checked before the spatial stream is built, so that a bad one fails fast.
+        VideoResNet.check_args(block=block, layers=layers, num_classes=num_classes, temporal_strides=temporal_strides,
+                               m3d_branches=m3d_branches, ral=ral, unit='multiscale', temporal_blocks='first',
+                               **kwargs)
         self.spatial_stream = VideoResNet(
             block, layers, num_classes, unit='2d', temporal_strides=1, **kwargs)
         self.temporal_stream = VideoResNet(

@@ -6,7 +6,9 @@ The families (C2D, I3D, P3D-A/B/C, M3D, M3D + RAL) differ only by data: the spat
 (`ral`). Each family file is a table of these arguments. The 2D parts keep torchvision's ResNet parameter names and
 shapes (conv kernels get a temporal axis), so an ImageNet ResNet inflates into any family by reshaping alone.
 """
+import inspect
 import math
+import numbers
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
@@ -148,11 +150,74 @@ class VideoBottleneck(nn.Module):
 _BLOCKS = {'basic': VideoBasicBlock, 'bottleneck': VideoBottleneck}
 
 
-def _as_tuple4(v: Union[int, Sequence[int]], name: str) -> Tuple[int, ...]:
-    v = (v,) * 4 if isinstance(v, int) else tuple(int(i) for i in v)
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _check_int(v: Any, name: str, minimum: int) -> int:
+    """`v` as an int >= `minimum`. Strings, floats and bools are refused, not converted: a config file or a command
+    line that gives '8' or 8.5 has a bug that a silent conversion would hide."""
+    if not _is_int(v):
+        whole = isinstance(v, float) and v.is_integer() or isinstance(v, str) and v.strip().isdigit()
+        hint = f' Pass {name}={int(float(v))}.' if whole else ''
+        raise TypeError(f'{name} must be an int >= {minimum}, got {v!r} ({type(v).__name__}).{hint}')
+    if v < minimum:
+        raise ValueError(f'{name} must be an int >= {minimum}, got {v}.')
+    return int(v)
+
+
+def _as_tuple4(v: Union[int, Sequence[int]], name: str, broadcast: bool = True) -> Tuple[int, ...]:
+    """4 positive ints, one per ResNet stage; with `broadcast`, one int stands for all four."""
+    if broadcast and _is_int(v):
+        v = (v,) * 4
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or not all(_is_int(i) for i in v):
+        one = ', or one int for all' if broadcast else ''
+        raise TypeError(f'{name} needs 4 positive integers (one per ResNet stage{one}), got {v!r}.')
+    v = tuple(int(i) for i in v)
     if len(v) != 4 or any(i < 1 for i in v):
         raise ValueError(f'{name} needs 4 positive integers (one per ResNet stage), got {v}.')
     return v
+
+
+def _check_m3d_branches(
+        m3d_branches: Union[int, Sequence[int]],
+        layers: Sequence[int],
+        frames: Sequence[int],
+        temporal_blocks: str,
+        temporal_stem: bool,
+) -> None:
+    """Refuse M3D kernels that can only read zero padding.
+
+    A kernel of dilation i reads frames t - i, t, t + i; when i >= T, the clip length the layer sees, both outer
+    taps fall outside [0, T) for every t. So a layer takes at most T - 1 kernels (and always 1, the least an M3D
+    layer has). Where every block of a stage holds the unit ('all'), the blocks after a temporally strided first one
+    see the stage's output length, and the stage's limit is set by it.
+    """
+    names = (['stem'] if temporal_stem else []) + [f'stage {i}' for i in range(1, 5)]
+    seen = [frames[0]] if temporal_stem else []
+    for i in range(4):
+        seen.append(frames[i + 1] if temporal_blocks == 'all' and layers[i] > 1 else frames[i])
+    if _is_int(m3d_branches):
+        values = (m3d_branches,) * len(names)
+    elif isinstance(m3d_branches, Sequence) and not isinstance(m3d_branches, (str, bytes)) \
+            and all(_is_int(n) for n in m3d_branches):
+        values = tuple(m3d_branches)
+        if len(values) != len(names):
+            return  # resolve_branches names the expected length
+    else:
+        raise TypeError(f'm3d_branches must be an int or one int per M3D layer ({", ".join(names)}), got '
+                        f'{m3d_branches!r}.')
+    if any(n < 1 for n in values):
+        raise ValueError(f'm3d_branches must be >= 1 (an M3D layer has at least one temporal kernel), got '
+                         f'{m3d_branches!r}.')
+    limits = [max(1, t - 1) for t in seen]
+    over = [f'{name} (T={t}: at most {lim})' for name, t, lim, n in zip(names, seen, limits, values) if n > lim]
+    if over:
+        fit = tuple(min(n, lim) for n, lim in zip(values, limits))
+        raise ValueError(
+            f'm3d_branches={m3d_branches!r} asks for more temporal kernels than the clip length allows at '
+            f'{", ".join(over)}: a kernel of dilation i >= T reads only zero padding around each frame. Use at '
+            f'most {tuple(limits)} per layer ({", ".join(names)}), e.g. m3d_branches={fit}, or a longer num_frames.')
 
 
 def _take_indices(num_features: int, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:
@@ -189,7 +254,8 @@ class VideoResNet(nn.Module):
         temporal_stem: The stem takes the unit too (else it is 2D).
         m3d_branches: Kernels per multiscale layer (stem and stages 1-4, or one int for all); default Eq. 6 on the clip
             length entering each layer where the unit sits in the first block of a stage, 1 where it is in all blocks
-            (P3D-C). The released code used log2(T): (3, 3, 3, 2, 1) at T = 8.
+            (P3D-C). The released code used log2(T): (3, 3, 3, 2, 1) at T = 8. A layer takes at most T - 1 kernels
+            (at least 1), T the clip length it sees: a kernel of dilation T or more reads only zero padding.
         temporal_strides: Temporal stride of the first block of each stage. (1, 2, 2, 2) halves T in stages 2-4 as
             the released code did; (1, 1, 1, 1) keeps T throughout.
         ral: Residual Attention Layers after stages 1-3: None, or the branches to use ('sct', 's', 'c', 't').
@@ -225,22 +291,10 @@ class VideoResNet(nn.Module):
             act_layer: Type[nn.Module] = nn.ReLU,
     ):
         super().__init__()
-        if block not in _BLOCKS:
-            raise ValueError(f"Unknown block '{block}', expected one of {tuple(_BLOCKS)}.")
-        unit = get_unit(unit)
-        if temporal_blocks not in ('all', 'first'):
-            raise ValueError(f"temporal_blocks must be 'all' or 'first', got '{temporal_blocks}'.")
-        if inflation not in ('center', 'mean'):
-            raise ValueError(f"inflation must be 'center' or 'mean', got '{inflation}'.")
-        if last_stride not in (1, 2):
-            raise ValueError(f'last_stride must be 1 or 2, got {last_stride}.')
-        if num_frames < 1:
-            raise ValueError(f'num_frames must be >= 1, got {num_frames}.')
-        temporal_strides = _as_tuple4(temporal_strides, 'temporal_strides')
-        if num_frames % math.prod(temporal_strides):
-            raise ValueError(
-                f'num_frames={num_frames} cannot be divided by temporal_strides={temporal_strides} '
-                f'(product {math.prod(temporal_strides)}): use a multiple of it, or other strides.')
+        # Every argument is checked before a layer is built, so that a bad value is named here, not deep in torch.
+        layers, unit, temporal_strides, frames = self._checked_args(
+            block, layers, num_classes, in_chans, num_frames, unit, temporal_blocks, temporal_stem, m3d_branches,
+            temporal_strides, ral, last_stride, head, embed_dim, drop_rate, inflation)
         block_cls = _BLOCKS[block]
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -250,10 +304,7 @@ class VideoResNet(nn.Module):
         self.inflation = inflation
         self.grad_checkpointing = False
 
-        # Clip length entering the stem and each stage, then the kernels of each unit that takes them.
-        frames = [num_frames]
-        for s in temporal_strides:
-            frames.append(frames[-1] // s)
+        # The kernels of each unit that takes them, by the clip length entering it.
         branches = self._resolve_branches(unit, m3d_branches, temporal_blocks, temporal_stem, frames)
         self.m3d_branches = branches if unit.has_branches else None
         stem_branches, stage_branches = (branches[0], branches[1:]) if temporal_stem else (1, branches)
@@ -297,6 +348,62 @@ class VideoResNet(nn.Module):
         self.head = ReidHead(self.num_features, num_classes, head=head, embed_dim=embed_dim, drop_rate=drop_rate)
         self.head_hidden_size = self.head.embed_dim
         self.init_weights()
+
+    @classmethod
+    def check_args(cls, **kwargs: Any) -> None:
+        """Raise the error ``VideoResNet(**kwargs)`` would raise for a bad argument, without building a layer.
+
+        Raises:
+            TypeError: an unknown argument, or one of the wrong type.
+            ValueError: a value the model cannot be built with.
+        """
+        bound = inspect.signature(cls.__init__).bind(None, **kwargs)
+        bound.apply_defaults()
+        args = dict(bound.arguments)
+        for name in ('self', 'norm_layer', 'act_layer'):
+            args.pop(name)
+        cls._checked_args(**args)
+
+    @staticmethod
+    def _checked_args(
+            block: Any, layers: Any, num_classes: Any, in_chans: Any, num_frames: Any, unit: Any, temporal_blocks: Any,
+            temporal_stem: Any, m3d_branches: Any, temporal_strides: Any, ral: Any, last_stride: Any, head: Any,
+            embed_dim: Any, drop_rate: Any, inflation: Any,
+    ) -> Tuple[Tuple[int, ...], Type[Unit], Tuple[int, ...], List[int]]:
+        """Check every constructor argument; returns the layers, unit class, temporal strides and the clip length
+        entering the stem and each stage."""
+        if not isinstance(block, str) or block not in _BLOCKS:
+            raise ValueError(f'Unknown block {block!r}, expected one of {tuple(_BLOCKS)}.')
+        layers = _as_tuple4(layers, 'layers', broadcast=False)
+        _check_int(num_classes, 'num_classes', 0)
+        _check_int(in_chans, 'in_chans', 1)
+        num_frames = _check_int(num_frames, 'num_frames', 1)
+        if not isinstance(unit, (str, type)):
+            raise TypeError(f'unit must be a registered unit name or a Unit subclass, got {unit!r}.')
+        unit = get_unit(unit)
+        if not isinstance(temporal_blocks, str) or temporal_blocks not in ('all', 'first'):
+            raise ValueError(f"temporal_blocks must be 'all' or 'first', got {temporal_blocks!r}.")
+        if not isinstance(temporal_stem, bool):
+            raise TypeError(f'temporal_stem must be True or False, got {temporal_stem!r}.')
+        if not isinstance(inflation, str) or inflation not in ('center', 'mean'):
+            raise ValueError(f"inflation must be 'center' or 'mean', got {inflation!r}.")
+        if not _is_int(last_stride) or last_stride not in (1, 2):
+            raise ValueError(f'last_stride must be 1 or 2, got {last_stride!r}.')
+        temporal_strides = _as_tuple4(temporal_strides, 'temporal_strides')
+        if num_frames % math.prod(temporal_strides):
+            raise ValueError(
+                f'num_frames={num_frames} cannot be divided by temporal_strides={temporal_strides} '
+                f'(product {math.prod(temporal_strides)}): use a multiple of it, or other strides.')
+        if ral is not None and (not isinstance(ral, str) or not ral or set(ral) - set('sct')):
+            raise ValueError(f"ral must be None (no attention) or a combination of 's', 'c' and 't' (e.g. 'sct'), got "
+                             f"{ral!r}.")
+        ReidHead.check_args(num_classes, head, embed_dim, drop_rate)
+        frames = [num_frames]
+        for s in temporal_strides:
+            frames.append(frames[-1] // s)
+        if m3d_branches is not None and unit.has_branches:
+            _check_m3d_branches(m3d_branches, layers, frames, temporal_blocks, temporal_stem)
+        return layers, unit, temporal_strides, frames
 
     @staticmethod
     def _resolve_branches(
@@ -383,6 +490,15 @@ class VideoResNet(nn.Module):
             raise TypeError(
                 f'Expected a floating point clip, got dtype {x.dtype}. Convert with x.float() / 255 and normalise '
                 f'with the model\'s pretrained_cfg mean and std.')
+        dtype = self.conv1.weight.dtype
+        # Autocast casts both sides of a conv to its dtype, except float64, which it leaves alone.
+        autocast = torch.is_autocast_enabled(x.device.type) and torch.float64 not in (x.dtype, dtype)
+        if x.dtype != dtype and not autocast:
+            also = ' (torch.autocast leaves float64 alone)' if torch.float64 in (x.dtype, dtype) \
+                else ', or run the model under torch.autocast'
+            raise TypeError(
+                f'The clip is {x.dtype} but the model\'s weights are {dtype}: convert one to the other, '
+                f'x.to({dtype}) or model.to({x.dtype}){also}.')
         T = x.shape[2]
         if T % self.min_frames or T < 1:
             raise ValueError(
