@@ -3,6 +3,8 @@ from .version import __version__
 from .models import (
     HF_ORG,
     CorruptWeightsError,
+    HubAuthError,
+    HubConfigError,
     HubError,
     HubFileNotFoundError,
     HubOfflineError,
@@ -11,6 +13,7 @@ from .models import (
     UnknownArchitectureError,
     push_to_hub,
     save_pretrained,
+    PretrainedFileError,
     PretrainedMismatchError,
     TwoStreamM3D,
     UnknownModelError,

@@ -206,3 +206,12 @@ def test_non_finite_features(bad, count):
 def test_string_features():
     with pytest.raises(TypeError, match='q_feats must hold real numbers .*dtype <U'):
         FeatureDistance(np.array([['a', 'b']]), np.ones((1, 2)))
+
+
+def test_no_query_with_a_true_match_is_an_evaluation_error():
+    """Ids shared only within one camera: every match is junk, so nothing can be evaluated; the zoo's own error type
+    (which the CLI prints as one line) says what to check."""
+    from m3d_zoo.eval import EvaluationError
+    distmat = np.zeros((2, 3))
+    with pytest.raises(EvaluationError, match='camera ids differ'):
+        evaluate_rank(distmat, np.array([1, 2]), np.array([1, 2, 3]), np.array([0, 0]), np.array([0, 0, 1]))

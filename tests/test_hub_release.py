@@ -142,3 +142,12 @@ def test_released_two_stream_weights_get_a_registry_tag(monkeypatch):
     assert gait['num_classes'] == 6 and gait['hf_hub_id'] == f'{HF_ORG}/two_stream_m3d_resnet18.gait'
     assert gait['classifier'] == ('spatial_stream.head.classifier', 'temporal_stream.head.classifier')
     assert len(cfgs) == 2 * 4 + 2
+
+
+def test_card_from_unnamed_results_asks_for_the_dataset():
+    from m3d_zoo.engine.hub import card_from_results
+    from m3d_zoo.models._hub import HubError
+    with pytest.raises(HubError, match='--dataset'):
+        card_from_results({'mAP': 0.5, 'rank1': 0.6})
+    metrics, _ = card_from_results({'mAP': 0.5, 'rank1': 0.6}, 'MARS')
+    assert metrics == {'MARS': {'mAP (%)': '50.0', 'Rank-1 (%)': '60.0'}}

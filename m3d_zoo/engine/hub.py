@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 from m3d_zoo.eval.metrics import AP_MODES
+from m3d_zoo.models._hub import HubError
 
 __all__ = ['card_from_results', 'model_card_for_run', 'push_checkpoint']
 
@@ -15,7 +16,8 @@ def card_from_results(results: Dict[str, Any], dataset: Optional[str] = None) ->
     """Results of m3d_zoo.eval -> the card's metrics table ({dataset: {column: value}}) and protocol text."""
     if any(k in results for k, _ in _METRICS):
         if not dataset:
-            raise ValueError('the results are for one dataset: name it (--dataset)')
+            raise HubError('The results file holds the metrics of one dataset without its name: say which dataset it '
+                           'is (--dataset MARS, or dataset= in Python) so that the model card can label them.')
         results = {dataset: results}
     metrics, protocol = {}, []
     for name, res in results.items():

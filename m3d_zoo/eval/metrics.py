@@ -28,9 +28,15 @@ import numpy as np
 import torch
 
 __all__ = [
+    'EvaluationError',
     'evaluate_rank', 'evaluate_embeddings', 'FeatureDistance', 'aggregate_results', 'format_results',
     'AP_MODES', 'compute_distance_matrix',
 ]
+
+
+class EvaluationError(ValueError):
+    """Inputs that cannot be evaluated (no query with a true match)."""
+
 
 AP_MODES = {
     'standard': 'non-interpolated AP',
@@ -378,7 +384,10 @@ def evaluate_rank(
     valid_all = ~torch.isnan(ap_all)
     num_valid = int(valid_all.sum())
     if num_valid == 0:
-        raise ValueError('No query has a true match in the gallery (same id, other camera): nothing to evaluate')
+        raise EvaluationError(
+            'No query has a true match in the gallery (same id, other camera): nothing to evaluate. Check that query '
+            'and gallery share person ids, and that the camera ids differ between a query and its matches (a match '
+            'in the same camera is ignored).')
     cmc = (cmc_sum / num_valid).numpy()
     out = {
         'cmc': cmc,

@@ -153,6 +153,7 @@ def hub_errors(
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
@@ -184,6 +185,10 @@ def hub_errors(
             f"{what}: file {file} is missing from {where} at revision '{revision or 'main'}'. An m3d_zoo repo holds "
             f"{CONFIG_NAME} and {WEIGHTS_NAME} (m3d_zoo.push_to_hub writes both); check the repo id and revision."
         ) from e
+    except HFValidationError as e:
+        raise HubConfigError(
+            f"{what}: '{repo_id}' is not a valid Hub repo id ({e}). Use 'organisation/name' or "
+            f"'organisation/name@revision', e.g. 'hf-hub:{HF_ORG}/m3d_resnet50'.") from e
     except OfflineModeIsEnabled as e:
         raise HubOfflineError(f'{what}: HF_HUB_OFFLINE=1 is set and {file} of {where} is not cached. '
                               f'{_OFFLINE_HELP}') from e
@@ -592,7 +597,8 @@ def _split_revision(model_id: str) -> Tuple[str, Optional[str]]:
     """'org/name@revision' -> ('org/name', 'revision'), as timm's hf_split."""
     repo_id, sep, revision = model_id.partition('@')
     if sep and (not revision or '@' in revision):
-        raise ValueError(f"'{model_id}': expected 'organisation/name' or 'organisation/name@revision'.")
+        raise HubConfigError(f"'{model_id}' is not a Hub model id: expected 'organisation/name' or "
+                             f"'organisation/name@revision'.")
     return repo_id, revision or None
 
 
