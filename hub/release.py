@@ -30,7 +30,8 @@ if str(_ROOT) not in sys.path:  # run from a source checkout without installing
 
 import m3d_zoo  # noqa: E402
 from m3d_zoo.engine.hub import card_from_results  # noqa: E402
-from m3d_zoo.models._hub import CONFIG_NAME, HF_ORG, WEIGHTS_NAME, file_sha256, hub_errors, save_pretrained  # noqa: E402
+from m3d_zoo.models._hub import (  # noqa: E402
+    CONFIG_NAME, HF_ORG, WEIGHTS_NAME, file_sha256, hub_errors, save_pretrained)
 
 _STATE_KEYS = ('state_dict', 'model', 'model_state_dict', 'ema', 'state_dict_ema', 'model_ema')
 _ARCH_KEYS = ('architecture', 'arch', 'model_name')
