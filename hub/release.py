@@ -29,6 +29,7 @@ if str(_ROOT) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(_ROOT))
 
 import m3d_zoo  # noqa: E402
+from m3d_zoo._io import read_safetensors  # noqa: E402
 from m3d_zoo.engine.hub import card_from_results  # noqa: E402
 from m3d_zoo.models._hub import (  # noqa: E402
     CONFIG_NAME, HF_ORG, WEIGHTS_NAME, file_sha256, hub_errors, save_pretrained)
@@ -44,11 +45,8 @@ def load_training_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Option
     """
     path = Path(path)
     if path.suffix == '.safetensors':
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-        with safe_open(str(path), framework='pt') as f:
-            meta = f.metadata() or {}
-        return load_file(str(path)), meta.get('architecture'), json.loads(meta.get('model_args') or '{}')
+        state, meta = read_safetensors(path)
+        return state, meta.get('architecture'), json.loads(meta.get('model_args') or '{}')
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # weights_only refuses arbitrary objects: say why instead of unpickling them

@@ -23,7 +23,7 @@ from m3d_zoo.data import make_synthetic_gait
 from m3d_zoo.engine import (
     CheckpointError, ReidLoss, TrainingError, TrainRecipe, UnknownRecipeError, batch_hard_triplet_loss,
     build_optimizer, get_recipe, load_checkpoint, save_checkpoint, train)
-from m3d_zoo.engine import checkpoint as ckpt_mod
+from m3d_zoo import _io as io_mod
 from m3d_zoo.engine.distributed import DEFAULT_DIST_TIMEOUT_MIN, init_distributed
 from m3d_zoo.engine.train import LOCK_NAME, OutputLock, OutputLockedError
 
@@ -158,11 +158,11 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
         raise OSError(errno.ENOSPC, 'No space left on device')
 
     for fail_on in ('.pt', '.safetensors'):  # the disk fills while writing the state, or the weights
-        real = ckpt_mod._write_chunks
+        real = io_mod._write_chunks
 
         def writer(f, data, fail_on=fail_on):
             (fill_up if f.name.split('.tmp-')[0].endswith(fail_on) else real)(f, data)
-        monkeypatch.setattr(ckpt_mod, '_write_chunks', writer)
+        monkeypatch.setattr(io_mod, '_write_chunks', writer)
         with pytest.raises(CheckpointError, match=r'disk is full.*Nothing was replaced: the previous checkpoint '
                                                   r'.*last.safetensors \(epoch 1\) is intact'):
             save_checkpoint(tmp_path, 'last', model, {'epoch': 2}, {'epoch': 2})
@@ -174,13 +174,13 @@ def test_kill_mid_save_leaves_a_consistent_checkpoint(tmp_path, monkeypatch):
     """A kill after the new state file is written but before the weights are renamed: the old pair still loads."""
     model = m3d_zoo.create_model('c2d_resnet18', num_classes=3)
     save_checkpoint(tmp_path, 'last', model, {'epoch': 1}, {'epoch': 1})
-    real = ckpt_mod.atomic_write_bytes
+    real = io_mod.atomic_write_bytes
 
-    def killed(path, data, keep_msg=None):
+    def killed(path, data):
         if str(path).endswith('.safetensors'):
             raise KeyboardInterrupt  # as if killed before the rename
-        return real(path, data, keep_msg)
-    monkeypatch.setattr(ckpt_mod, 'atomic_write_bytes', killed)
+        return real(path, data)
+    monkeypatch.setattr(io_mod, 'atomic_write_bytes', killed)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path, 'last', model, {'epoch': 2}, {'epoch': 2})
     assert load_checkpoint(tmp_path).epoch == 1

@@ -13,11 +13,9 @@ renamed over the old one, so a kill at any moment leaves either the old or the n
 stays consistent because the state file gets a fresh name each time and the weights file, renamed last, is the one
 that names it: until that rename the old weights still name the old state file, which is deleted only afterwards.
 """
-import errno
 import io
 import json
 import logging
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,9 @@ from typing import Any, Dict, Optional, Union
 import torch
 import torch.nn as nn
 
-from .._io import atomic_path
+from .. import _io
+from .._io import (
+    SafetensorsReadError, WriteError, bytes_sha256, read_safetensors, read_safetensors_metadata, write_safetensors)
 from ..version import __version__
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 WEIGHTS_SUFFIX = '.safetensors'
-_CHUNK = 1 << 22
 
 
 class CheckpointError(RuntimeError):
@@ -55,49 +54,32 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def _write_chunks(f, data: bytes) -> None:
-    """Write `data` in chunks (tests replace this to simulate a disk that fills up mid-write)."""
-    view = memoryview(data)
-    for i in range(0, len(view), _CHUNK):
-        f.write(view[i:i + _CHUNK])
-
-
-def _disk_error(path: Path, nbytes: int, e: OSError, keep: str) -> CheckpointError:
-    try:
-        free = f'{shutil.disk_usage(path.parent).free / 1e6:.1f} MB free'
-    except OSError:
-        free = 'free space unknown'
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        what = f'the disk is full (no space left on device; {free} in {path.parent}, {nbytes / 1e6:.1f} MB needed)'
-        todo = 'Free disk space or write to another disk (--output), then continue with --resume.'
-    else:
-        what = f'{type(e).__name__}: {e}'
-        todo = 'Check that the output folder is writable, then continue with --resume.'
-    return CheckpointError(f'Could not write {path}: {what}. Nothing was replaced: {keep} {todo}')
+def _checkpoint_error(e: WriteError, keep: str) -> CheckpointError:
+    todo = ('Free disk space or write to another disk (--output), then continue with --resume.' if e.disk_full
+            else 'Check that the output folder is writable, then continue with --resume.')
+    return CheckpointError(f'Could not write {e.path}: {e.reason}. Nothing was replaced: {keep} {todo}')
 
 
 def atomic_write_bytes(path: Union[str, Path], data: bytes, keep_msg: Optional[str] = None) -> Path:
-    """Write `data` to `path` atomically: a temporary file in the same folder, fsync, then rename over `path`.
+    """Write `data` to `path` atomically (see `m3d_zoo._io.atomic_write_bytes`).
 
-    On failure the temporary file is removed, `path` is untouched, and a `CheckpointError` says what happened.
+    Args:
+        path: The target file.
+        data: The new content.
+        keep_msg: What the error says was kept; defaults to the previous file, if any.
+
+    Raises:
+        CheckpointError: The write failed (e.g. a full disk); `path` is untouched.
     """
-    path = Path(path)
-    keep = keep_msg or (f'the previous {path.name} is intact.' if path.exists() else f'{path.name} was not written.')
     try:
-        with atomic_path(path) as tmp, open(tmp, 'wb') as f:
-            _write_chunks(f, data)
-    except OSError as e:
-        raise _disk_error(path, len(data), e, keep) from e
-    return path
+        return _io.atomic_write_bytes(path, data)
+    except WriteError as e:
+        raise _checkpoint_error(e, keep_msg or e.keep) from e
 
 
 def atomic_write_text(path: Union[str, Path], text: str, keep_msg: Optional[str] = None) -> Path:
+    """`atomic_write_bytes` of `text`, UTF-8 encoded."""
     return atomic_write_bytes(path, text.encode('utf-8'), keep_msg)
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -127,11 +109,9 @@ class Checkpoint:
 
 
 def _read_metadata(path: Path) -> Dict[str, str]:
-    from safetensors import safe_open
     try:
-        with safe_open(str(path), framework='pt') as f:
-            return dict(f.metadata() or {})
-    except Exception:  # a torn or foreign file: the caller says which
+        return read_safetensors_metadata(path)
+    except SafetensorsReadError:  # a torn or foreign file: the caller says which
         return {}
 
 
@@ -159,7 +139,6 @@ def save_checkpoint(
     Raises:
         CheckpointError: The files could not be written (e.g. a full disk); the previous checkpoint is intact.
     """
-    from safetensors.torch import save
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = unwrap_model(model)
@@ -186,17 +165,17 @@ def save_checkpoint(
         state_name = f'{name}.state-{uuid.uuid4().hex[:12]}.pt'
         atomic_write_bytes(directory / state_name, state_bytes, keep_msg=keep)
         meta['train_state'] = state_name
-        meta['train_state_sha256'] = _sha256(state_bytes)
+        meta['train_state_sha256'] = bytes_sha256(state_bytes)
         meta.setdefault('epoch', str(train_state.get('epoch')))
 
     tensors = {k: v.detach().to('cpu').contiguous() for k, v in model.state_dict().items()}
     try:
-        data = save(tensors, metadata=meta)
-        del tensors
-        atomic_write_bytes(weights_path, data, keep_msg=keep)  # the commit point
-    except BaseException:
+        write_safetensors(weights_path, tensors, meta)  # the commit point
+    except BaseException as e:
         if state_name:  # the new state file is named by nothing; the old pair is still consistent
             (directory / state_name).unlink(missing_ok=True)
+        if isinstance(e, WriteError):
+            raise _checkpoint_error(e, keep) from e
         raise
 
     # Only now is the old state file unreferenced. Also sweep state and temporary files of interrupted saves.
@@ -237,15 +216,12 @@ def load_checkpoint(path: Union[str, Path], with_train_state: bool = True) -> Ch
         CheckpointError: A missing or unreadable file, or a training state that is missing, altered, or named by a
             path leading outside the weights' folder.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
     path = resolve_checkpoint_path(path)
     try:
-        state_dict = load_file(str(path), device='cpu')
-    except (SafetensorError, ValueError, OSError, RuntimeError) as e:
+        state_dict, meta = read_safetensors(path)
+    except (SafetensorsReadError, OSError) as e:
         raise CheckpointError(f'{path} is not a readable safetensors file ({e}); it is corrupt or not a '
                               f'checkpoint.') from e
-    meta = _read_metadata(path)
     try:
         model_args = json.loads(meta.get('model_args') or '{}')
     except ValueError as e:
@@ -266,7 +242,7 @@ def load_checkpoint(path: Union[str, Path], with_train_state: bool = True) -> Ch
                 f'{path} names its training state {state_path.name}, which is missing from {path.parent}. The '
                 f'weights alone can still be used (e.g. `m3d-zoo extract --model {path}`), but not resumed.')
         data = state_path.read_bytes()
-        if meta.get('train_state_sha256') and _sha256(data) != meta['train_state_sha256']:
+        if meta.get('train_state_sha256') and bytes_sha256(data) != meta['train_state_sha256']:
             raise CheckpointError(f'{state_path} does not match the sha256 recorded in {path.name}: it is corrupt '
                                   f'or from another save.')
         try:

@@ -10,7 +10,6 @@ P x K batch is split by whole identities: every rank's share still holds K track
 which the batch-hard triplet loss mines within.
 """
 import datetime
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional, Sequence
@@ -20,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from m3d_zoo._io import sha256_chunks
 from m3d_zoo.data import PKBatchSampler
 
 __all__ = [
@@ -152,12 +152,15 @@ def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
 
 def state_dict_sha256(model: torch.nn.Module) -> str:
     """A hash of every tensor of the model's state dict (names, dtypes, shapes and bytes)."""
-    h = hashlib.sha256()
+    return sha256_chunks(_tensor_chunks(model))
+
+
+def _tensor_chunks(model: torch.nn.Module) -> Iterator[bytes]:
+    """Each tensor's name, dtype and shape, then its bytes, one tensor at a time to keep one copy in memory."""
     for k, v in sorted(model.state_dict().items()):
         t = v.detach().cpu().contiguous()
-        h.update(f'{k}:{t.dtype}:{tuple(t.shape)}'.encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+        yield f'{k}:{t.dtype}:{tuple(t.shape)}'.encode()
+        yield t.reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

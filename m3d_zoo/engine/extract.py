@@ -25,7 +25,8 @@ from m3d_zoo.data import extract_embeddings as _extract_clip_embeddings
 from m3d_zoo.data.base import DatasetError, list_images, natural_key
 from m3d_zoo.eval import evaluate_embeddings
 
-from .checkpoint import atomic_write_bytes, model_from_checkpoint
+from .._io import SafetensorsReadError, read_safetensors, write_safetensors
+from .checkpoint import model_from_checkpoint
 
 __all__ = [
     'EmbeddingsError', 'SPLIT_CODES', 'load_inference_model', 'embed_tracklets', 'extract_dataset',
@@ -177,8 +178,12 @@ def save_embeddings(
         split: Optional[torch.Tensor] = None,
         metadata: Optional[Dict[str, Any]] = None,
 ) -> Path:
-    """Write an embeddings file (safetensors, atomically); see the module docstring for the keys."""
-    from safetensors.torch import save
+    """Write an embeddings file (safetensors, atomically); see the module docstring for the keys.
+
+    Raises:
+        ValueError: The tensors do not have one row per tracklet.
+        m3d_zoo._io.WriteError: The file could not be written (e.g. a full disk); a previous file is intact.
+    """
     n = embeddings.shape[0]
     split = torch.full((n,), SPLIT_CODES['none'], dtype=torch.int64) if split is None else split
     for name, t in (('pids', pids), ('camids', camids), ('split', split)):
@@ -189,24 +194,19 @@ def save_embeddings(
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     tensors = {'embeddings': embeddings.float().contiguous(), 'pids': pids.long().contiguous(),
                'camids': camids.long().contiguous(), 'split': split.long().contiguous()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(path, save(tensors, metadata=meta))
+    return write_safetensors(path, tensors, meta)
 
 
 def load_embeddings(path: Union[str, Path]) -> Dict[str, Any]:
     """Read an embeddings file: its tensors plus `metadata`."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'Embeddings file {path} does not exist (m3d-zoo extract writes one).')
     try:
-        out: Dict[str, Any] = dict(load_file(str(path)))
-        with safe_open(str(path), framework='pt') as f:
-            out['metadata'] = dict(f.metadata() or {})
-    except Exception as e:
+        tensors, metadata = read_safetensors(path)
+    except (SafetensorsReadError, OSError) as e:
         raise EmbeddingsError(f'{path} is not a readable safetensors embeddings file ({e}).') from e
+    out: Dict[str, Any] = dict(tensors, metadata=metadata)
     missing = [k for k in ('embeddings', 'pids', 'camids') if k not in out]
     if missing:
         raise EmbeddingsError(f'{path} lacks {missing}: not an embeddings file written by m3d-zoo extract.')

@@ -16,6 +16,7 @@ import torch.nn as nn
 import timm
 from timm.models import parse_model_name, split_model_name_tag
 
+from .._io import SafetensorsReadError, safetensors_keys
 from ._inflate import PretrainedFileError, PretrainedMismatchError
 
 __all__ = ['create_model', 'list_models', 'list_pretrained', 'is_model', 'UnknownModelError', 'ZOO_MODULES']
@@ -163,15 +164,12 @@ def _check_pretrained_file(path: str) -> None:
     if os.path.getsize(path) == 0:
         raise error('is empty (0 bytes)')
     if path.endswith('.safetensors'):
-        from safetensors import safe_open
         try:
-            with safe_open(path, framework='pt') as f:
-                if not list(f.keys()):
-                    raise error('holds no tensors')
-        except PretrainedFileError:
-            raise
-        except Exception as e:  # SafetensorError and OSError: a truncated, damaged or foreign file
+            keys = safetensors_keys(path)
+        except (SafetensorsReadError, OSError) as e:  # a truncated, damaged or foreign file
             raise error(f'is not a valid safetensors file ({e}); it may be truncated or damaged') from e
+        if not keys:
+            raise error('holds no tensors')
         return
     with open(path, 'rb') as f:
         head = f.read(9)

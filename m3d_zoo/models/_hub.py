@@ -13,7 +13,6 @@ strictly. safetensors carries no checksum of its own, hence the sha256 in config
 
 Hub failures are raised as `HubError` subclasses whose message names what was wrong and what to do.
 """
-import hashlib
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-from .._io import atomic_path, atomic_write_text
+from .._io import SafetensorsReadError, atomic_write_text, file_sha256, read_safetensors, write_safetensors
 from ..version import __version__
 
 __all__ = [
@@ -205,15 +204,6 @@ def _hub_cache_dir() -> str:
 # Weights files
 
 
-def file_sha256(path: Union[str, Path]) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 22), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_weights(path: Union[str, Path], sha256: Optional[str], size: Optional[int] = None, what: str = ''):
     """Check a weights file against its recorded sha256 (and size); raise `CorruptWeightsError` if it differs."""
     path = Path(path)
@@ -234,25 +224,15 @@ def verify_weights(path: Union[str, Path], sha256: Optional[str], size: Optional
 
 def load_weights(path: Union[str, Path], what: str = '') -> Dict[str, torch.Tensor]:
     """Load a safetensors state dict on the CPU; an unreadable file raises `CorruptWeightsError`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
     path = Path(path)
     try:
-        return load_file(str(path), device='cpu')
-    except (SafetensorError, ValueError, OSError, RuntimeError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
+        return read_safetensors(path)[0]
+    except SafetensorsReadError as e:
         raise CorruptWeightsError(
             f'{what + ": " if what else ""}{path.name} is not a valid safetensors file ({e}). File: {path}. '
             f'It is corrupted or truncated, or not a safetensors file at all; m3d_zoo loads weights from '
             f'safetensors only (never pickle).'
         ) from e
-
-
-def _safetensors_metadata(path: Union[str, Path]) -> Dict[str, str]:
-    from safetensors import safe_open
-    with safe_open(str(path), framework='pt') as f:
-        return dict(f.metadata() or {})
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -425,8 +405,6 @@ def save_pretrained(
     Raises:
         TypeError: `model` is not a zoo model.
     """
-    from safetensors.torch import save_file
-
     architecture = _architecture(model)  # before anything is written: a module m3d_zoo cannot rebuild is refused
     args = _model_args(model, model_args)
     source = _source_weights(model, source_weights)
@@ -447,8 +425,7 @@ def save_pretrained(
         metadata['num_frames'] = str(args['num_frames'])
     # Every file is replaced atomically, weights first: a crash never leaves a half-written file, and a config.json
     # always describes complete weights (its sha256 tells an older config from the new weights).
-    with atomic_path(weights_path) as tmp:
-        save_file(state_dict, str(tmp), metadata=metadata)
+    write_safetensors(weights_path, state_dict, metadata)
 
     config_path = save_directory / CONFIG_NAME
     config = _hf_config(model, architecture, args)
