@@ -22,7 +22,7 @@ so a distance "matrix" can also be an object that computes rows on demand (`Feat
 10,000 x 100,000 evaluation never holds more than one chunk of rows.
 """
 import numbers
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -253,6 +253,68 @@ def _raise_nan(distmat, nan: torch.Tensor, s: int, e: int):
         f'masked pair should be +inf, not NaN')
 
 
+def _check_options(ap_mode: str, max_rank: Any, chunk_size: Any) -> None:
+    if ap_mode not in AP_MODES:
+        raise ValueError(f'ap_mode must be one of {list(AP_MODES)}, got {ap_mode!r}')
+    for name, v in (('max_rank', max_rank), ('chunk_size', chunk_size)):
+        if v is None and name == 'chunk_size':
+            continue
+        if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+            raise TypeError(f'{name} must be an integer >= 1, got {v!r} ({type(v).__name__})')
+        if v < 1:
+            raise ValueError(f'{name} must be >= 1, got {v}' + (
+                ' (the length of the CMC curve: 20 gives rank-1 to rank-20)' if name == 'max_rank' else ''))
+
+
+def _checked_distmat(distmat: Any) -> Tuple[Any, int, int]:
+    """The distance matrix (a list becomes an array; arrays and tensors are checked to hold real numbers, lazy
+    matrices chunk by chunk) and its (Q, G) shape."""
+    if isinstance(distmat, (list, tuple)):
+        distmat = _as_numeric_tensor(distmat, 'distmat', 'distances').numpy()
+    elif isinstance(distmat, (np.ndarray, torch.Tensor)):
+        _check_real(distmat, 'distmat', 'distances')
+    shape = getattr(distmat, 'shape', None)
+    if shape is None:
+        raise TypeError(f'distmat must be a (num_queries, num_gallery) array, tensor or object with .shape and row '
+                        f'slicing, got {type(distmat).__name__}')
+    if len(shape) != 2:
+        hint = '; for a single query pass distmat.reshape(1, -1)' if len(shape) == 1 else \
+            '; drop the extra dimensions (e.g. with .squeeze())' if len(shape) > 2 else ''
+        raise ValueError(f'distmat must be 2-D (num_queries, num_gallery), got shape {tuple(shape)}{hint}')
+    return distmat, shape[0], shape[1]
+
+
+def _checked_ids(num_q: int, num_g: int, device: torch.device, q_pids, q_camids, g_pids, g_camids):
+    """The four id arrays as 1-D integer tensors on `device`, checked against each other and the matrix shape."""
+    ids = {name: _as_ids(arr, name, device) for name, arr in (
+        ('q_pids', q_pids), ('q_camids', q_camids), ('g_pids', g_pids), ('g_camids', g_camids))}
+    for name, arr in ids.items():
+        if arr.ndim != 1:
+            raise ValueError(f'{name} must be 1-D, one id per item, got shape {tuple(arr.shape)}: flatten it with '
+                             f'.reshape(-1)')
+    for a, b in (('q_pids', 'q_camids'), ('g_pids', 'g_camids')):
+        if len(ids[a]) != len(ids[b]):
+            raise ValueError(f'{a} has {len(ids[a])} ids but {b} has {len(ids[b])}: give one of each per item')
+    nq, ng = len(ids['q_pids']), len(ids['g_pids'])
+    if (num_q, num_g) != (nq, ng):
+        hint = ' (it looks transposed: pass distmat.T)' if (num_g, num_q) == (nq, ng) else ''
+        raise ValueError(f'distmat has shape {(num_q, num_g)} but there are {nq} queries (q_pids) and {ng} gallery '
+                         f'items (g_pids): rows must be queries and columns gallery items{hint}')
+    return ids['q_pids'], ids['q_camids'], ids['g_pids'], ids['g_camids']
+
+
+def _average_precision(ranks: torch.Tensor, npos: torch.Tensor, ap_mode: str) -> torch.Tensor:
+    """AP per query from the (sorted) ranks of its true matches, padded past `npos` of them."""
+    mask = torch.arange(ranks.shape[1]).unsqueeze(0) < npos.unsqueeze(1)
+    hits = torch.arange(1, ranks.shape[1] + 1, dtype=torch.float64).unsqueeze(0)
+    prec = hits / ranks
+    if ap_mode == 'standard':
+        return (prec * mask).sum(1) / npos
+    # official kit: precision before the hit is (k-1)/(r-1), and 1 when the hit is at rank 1
+    prev = torch.where(ranks > 1, (hits - 1) / (ranks - 1).clamp_min(1), torch.ones_like(ranks))
+    return ((prev + prec) / 2 * mask).sum(1) / npos
+
+
 def evaluate_rank(
         distmat: Any,
         q_pids,
@@ -297,45 +359,11 @@ def evaluate_rank(
             gallery items), NaN distances, non-integral or NaN ids (integral floats such as 3.0 are accepted),
             `max_rank` or `chunk_size` below 1, or when no query has a true match.
     """
-    if ap_mode not in AP_MODES:
-        raise ValueError(f'ap_mode must be one of {list(AP_MODES)}, got {ap_mode!r}')
-    for name, v in (('max_rank', max_rank), ('chunk_size', chunk_size)):
-        if v is None and name == 'chunk_size':
-            continue
-        if not isinstance(v, numbers.Integral) or isinstance(v, bool):
-            raise TypeError(f'{name} must be an integer >= 1, got {v!r} ({type(v).__name__})')
-        if v < 1:
-            raise ValueError(f'{name} must be >= 1, got {v}' + (
-                ' (the length of the CMC curve: 20 gives rank-1 to rank-20)' if name == 'max_rank' else ''))
-    if isinstance(distmat, (list, tuple)):
-        distmat = _as_numeric_tensor(distmat, 'distmat', 'distances').numpy()
-    elif isinstance(distmat, (np.ndarray, torch.Tensor)):
-        _check_real(distmat, 'distmat', 'distances')  # lazy matrices are checked chunk by chunk
-    shape = getattr(distmat, 'shape', None)
-    if shape is None:
-        raise TypeError(f'distmat must be a (num_queries, num_gallery) array, tensor or object with .shape and row '
-                        f'slicing, got {type(distmat).__name__}')
-    if len(shape) != 2:
-        hint = '; for a single query pass distmat.reshape(1, -1)' if len(shape) == 1 else \
-            '; drop the extra dimensions (e.g. with .squeeze())' if len(shape) > 2 else ''
-        raise ValueError(f'distmat must be 2-D (num_queries, num_gallery), got shape {tuple(shape)}{hint}')
-    num_q, num_g = shape
+    _check_options(ap_mode, max_rank, chunk_size)
+    distmat, num_q, num_g = _checked_distmat(distmat)
     device = getattr(distmat, 'device', None)
     device = device if isinstance(device, torch.device) else torch.device('cpu')
-    ids = {name: _as_ids(arr, name, device) for name, arr in (
-        ('q_pids', q_pids), ('q_camids', q_camids), ('g_pids', g_pids), ('g_camids', g_camids))}
-    for name, arr in ids.items():
-        if arr.ndim != 1:
-            raise ValueError(f'{name} must be 1-D, one id per item, got shape {tuple(arr.shape)}: flatten it with '
-                             f'.reshape(-1)')
-    q_pids, q_camids, g_pids, g_camids = ids['q_pids'], ids['q_camids'], ids['g_pids'], ids['g_camids']
-    for a, b in (('q_pids', 'q_camids'), ('g_pids', 'g_camids')):
-        if len(ids[a]) != len(ids[b]):
-            raise ValueError(f'{a} has {len(ids[a])} ids but {b} has {len(ids[b])}: give one of each per item')
-    if (num_q, num_g) != (len(q_pids), len(g_pids)):
-        hint = ' (it looks transposed: pass distmat.T)' if (num_g, num_q) == (len(q_pids), len(g_pids)) else ''
-        raise ValueError(f'distmat has shape {(num_q, num_g)} but there are {len(q_pids)} queries (q_pids) and '
-                         f'{len(g_pids)} gallery items (g_pids): rows must be queries and columns gallery items{hint}')
+    q_pids, q_camids, g_pids, g_camids = _checked_ids(num_q, num_g, device, q_pids, q_camids, g_pids, g_camids)
     junk = junk_pids if isinstance(junk_pids, torch.Tensor) else np.asarray(
         list(junk_pids) if isinstance(junk_pids, (set, frozenset)) else junk_pids)
     g_junk = torch.isin(g_pids, _as_ids(junk.reshape(-1), 'junk_pids', device)).unsqueeze(0)
@@ -363,15 +391,7 @@ def evaluate_rank(
         if not valid.any():
             continue
         ranks, npos_v = ranks[valid], npos[valid].double()
-        mask = torch.arange(ranks.shape[1]).unsqueeze(0) < npos_v.unsqueeze(1)
-        hits = torch.arange(1, ranks.shape[1] + 1, dtype=torch.float64).unsqueeze(0)
-        prec = hits / ranks
-        if ap_mode == 'standard':
-            ap = (prec * mask).sum(1) / npos_v
-        else:
-            # official kit: precision before the hit is (k-1)/(r-1), and 1 when the hit is at rank 1
-            prev = torch.where(ranks > 1, (hits - 1) / (ranks - 1).clamp_min(1), torch.ones_like(ranks))
-            ap = ((prev + prec) / 2 * mask).sum(1) / npos_v
+        ap = _average_precision(ranks, npos_v, ap_mode)
         last_rank = ranks.gather(1, (npos_v.long() - 1).unsqueeze(1)).squeeze(1)
         first = ranks[:, 0]
         cmc_sum += (first.unsqueeze(1) <= ranks_1.unsqueeze(0)).double().sum(0)

@@ -672,6 +672,47 @@ def _resolve_commit(what: str, repo_id: str, revision: Optional[str]) -> Optiona
             return None  # unreachable or refused just now: the cache decides, as in hf_hub_download
 
 
+def _load_saved_weights(
+        model: nn.Module,
+        what: str,
+        source: str,
+        model_id: str,
+        weights: Dict[str, Any],
+        filename: str,
+        commit: Optional[str],
+        overridden: List[str],
+        num_classes: Optional[int],
+        cache_dir=None,
+        force_download: bool = False,
+) -> None:
+    """Fetch a saved model's weights (at `commit` for the Hub), verify their sha256, load them strictly, replace the
+    classifier if another `num_classes` was asked for, and record where the weights came from."""
+    if not filename.endswith('.safetensors'):
+        raise HubError(f'{what}: weights file {filename!r} is not safetensors; m3d_zoo never unpickles weights.')
+    weights_path = _fetch(source, model_id, filename, cache_dir=cache_dir, force_download=force_download,
+                          revision=commit)
+    verify_weights(weights_path, weights.get('sha256'), weights.get('size'), what=what)
+    state_dict = load_weights(weights_path, what=what)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:  # missing, unexpected or differently shaped tensors
+        raise HubError(
+            f'{what}: the weights do not fit {model.pretrained_cfg.get("architecture")} built with '
+            f'{"the overridden arguments " + str(overridden) if overridden else "its saved model_args"}: '
+            f'{str(e)[:2000]}') from e
+    if num_classes is not None and num_classes != model.num_classes:
+        model.reset_classifier(num_classes)  # also updates the construction record
+    if source == 'hf-hub':
+        loaded = f'hf-hub:{_split_revision(model_id)[0]}@{commit}' if commit else f'hf-hub:{model_id}'
+    else:  # the folder's name only, as for pretrained files (see pretrained_source)
+        loaded = f'local-dir:{Path(os.path.abspath(os.path.expanduser(model_id))).name}'
+    if not (source == 'hf-hub' and commit):  # a commit names the file; a folder or the cache does not
+        loaded += f' ({filename} sha256 {weights.get("sha256") or file_sha256(weights_path)})'
+    record_weights_source(model, loaded)
+    if commit:
+        model.pretrained_cfg = dict(model.pretrained_cfg, revision=commit)
+
+
 def create_model_from_source(
         model_name: str,
         pretrained: bool = False,
@@ -752,32 +793,8 @@ def create_model_from_source(
                                                f"{str(e).rstrip('.')}") from e
 
     if pretrained:
-        if not filename.endswith('.safetensors'):
-            raise HubError(f'{what}: weights file {filename!r} is not safetensors; m3d_zoo never unpickles weights.')
-        weights_path = _fetch(source, model_id, filename, cache_dir=cache_dir, force_download=force_download,
-                              revision=commit)
-        verify_weights(weights_path, weights.get('sha256'), weights.get('size'), what=what)
-        state_dict = load_weights(weights_path, what=what)
-        try:
-            model.load_state_dict(state_dict, strict=True)
-        except RuntimeError as e:  # missing, unexpected or differently shaped tensors
-            raise HubError(
-                f'{what}: the weights do not fit {architecture} built with '
-                f'{"the overridden arguments " + str(overridden) if overridden else "its saved model_args"}: '
-                f'{str(e)[:2000]}') from e
-        if num_classes is not None and num_classes != model.num_classes:
-            model.reset_classifier(num_classes)
-            if isinstance(getattr(model, 'model_args', None), dict):
-                model.model_args['num_classes'] = num_classes
-        if source == 'hf-hub':
-            loaded = f'hf-hub:{_split_revision(model_id)[0]}@{commit}' if commit else f'hf-hub:{model_id}'
-        else:  # the folder's name only, as for pretrained files (see pretrained_source)
-            loaded = f'local-dir:{Path(os.path.abspath(os.path.expanduser(model_id))).name}'
-        if not (source == 'hf-hub' and commit):  # a commit names the file; a folder or the cache does not
-            loaded += f' ({filename} sha256 {weights.get("sha256") or file_sha256(weights_path)})'
-        record_weights_source(model, loaded)
-        if commit:
-            model.pretrained_cfg = dict(model.pretrained_cfg, revision=commit)
+        _load_saved_weights(model, what, source, model_id, weights, filename, commit, overridden, num_classes,
+                            cache_dir=cache_dir, force_download=force_download)
     else:
         _logger.warning(f'{what}: pretrained=False, architecture only (random weights); pass pretrained=True to '
                         f'load the saved weights.')

@@ -93,18 +93,24 @@ def inflate_state_dict(
         out[key] = weight.to(value.dtype)
     unexpected = [k for k in state_dict if k not in used and not _DROPPED_2D_KEY.match(k)]
     if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f'{len(missing)} backbone keys missing from the checkpoint: {_fmt(missing)}')
-        if unexpected:
-            parts.append(f'{len(unexpected)} checkpoint keys with no place in the model: {_fmt(unexpected)}')
-        if mismatched:
-            parts.append(f'{len(mismatched)} shapes that do not fit: {_fmt(mismatched)}')
+        parts = _mismatch_parts('backbone keys', missing, unexpected, mismatched)
         raise PretrainedMismatchError(
             f'The 2D checkpoint does not fit {type(model).__name__}: ' + '; '.join(parts) + '. Pass the 2D ImageNet '
             'ResNet of the same depth (torchvision/timm parameter names); a trained m3d_zoo model loads with '
             'create_model("local-dir:PATH") or create_model("hf-hub:ORG/NAME").')
     return out
+
+
+def _mismatch_parts(what_missing: str, missing: List[str], unexpected: List[str], shapes: List[str]) -> List[str]:
+    """The clauses of a mismatch message: missing keys, keys with no place in the model, shapes that do not fit."""
+    parts = []
+    if missing:
+        parts.append(f'{len(missing)} {what_missing} missing from the checkpoint: {_fmt(missing)}')
+    if unexpected:
+        parts.append(f'{len(unexpected)} checkpoint keys with no place in the model: {_fmt(unexpected)}')
+    if shapes:
+        parts.append(f'{len(shapes)} shapes that do not fit: {_fmt(shapes)}')
+    return parts
 
 
 def check_video_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> None:
@@ -130,14 +136,8 @@ def check_video_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Module
     mismatched = [k for k in target if k in state_dict and compared(k) and state_dict[k].shape != target[k].shape]
     if not (missing or unexpected or mismatched):
         return
-    parts = []
-    if missing:
-        parts.append(f'{len(missing)} keys of the model missing from the checkpoint: {_fmt(missing)}')
-    if unexpected:
-        parts.append(f'{len(unexpected)} checkpoint keys with no place in the model: {_fmt(unexpected)}')
-    if mismatched:
-        shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(target[k].shape)}' for k in mismatched]
-        parts.append(f'{len(mismatched)} shapes that do not fit: {_fmt(shapes)}')
+    shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(target[k].shape)}' for k in mismatched]
+    parts = _mismatch_parts('keys of the model', missing, unexpected, shapes)
     hint = ''
     heads = [k for k in mismatched if any(k.startswith(c + '.') for c in classifiers)]
     if heads:
