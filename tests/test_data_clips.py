@@ -79,6 +79,37 @@ def test_train_augmentation_identical_on_every_frame():
         VideoTransform(re_mode='noise')
 
 
+def test_resize_matches_pil_and_takes_frames_of_any_size():
+    # the published weights were evaluated on PIL-resized crops: the tensor resize must give the same pixels
+    rng = np.random.default_rng(1)
+    t = VideoTransform((64, 32), mean=(0,) * 3, std=(1,) * 3)
+    for hw in [(32, 16), (128, 64), (64, 32), (100, 37)]:
+        img = Image.fromarray(rng.integers(0, 255, hw + (3,), dtype=np.uint8))
+        ref = np.asarray(img.resize((32, 64), Image.BILINEAR)).astype(np.float32) / 255
+        got = t([img, img])[:, 1].permute(1, 2, 0).numpy()
+        assert np.abs(got - ref).max() <= 1.5 / 255, hw
+    frames = [Image.new('RGB', (16, 32), (255, 0, 0)), Image.new('L', (40, 90), 255)]  # a tracker's varying boxes
+    x = t(frames)
+    assert x.shape == (3, 2, 64, 32)
+    np.testing.assert_allclose(x[:, 0, 10, 10].numpy(), [1, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(x[:, 1, 10, 10].numpy(), [1, 1, 1], atol=1e-6)
+
+
+def test_random_erasing_modes_and_bad_options():
+    torch.manual_seed(0)
+    frames = [Image.new('RGB', (16, 32), (200, 100, 50))] * 3
+    x = VideoTransform((32, 16), mean=(0,) * 3, std=(1,) * 3, is_training=True, hflip=0, re_prob=1., re_mode='const')(
+        frames)
+    erased = (x == 0).all(0)  # (T, H, W): the zero patch, the same on every frame
+    assert erased.any() and torch.equal(erased[1], erased[0]) and torch.equal(erased[2], erased[0])
+    with pytest.raises(ValueError, match='interpolation'):
+        VideoTransform(interpolation='cubic')
+    with pytest.raises(ValueError, match='mean'):
+        resolve_video_data_config(mean=(0.5, 0.5))
+    with pytest.raises(ValueError, match='input_size'):
+        resolve_video_data_config(input_size=(0, 128))
+
+
 def test_pk_batch_sampler():
     pids = [0] * 10 + [1] * 3 + [2] * 5 + [3] * 1 + [4] * 8 + [5] * 4
     s = PKBatchSampler(pids, num_pids=3, num_instances=4, seed=1)

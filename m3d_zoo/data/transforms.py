@@ -1,16 +1,18 @@
-""" Clip transforms resolved from a model's `pretrained_cfg` (input size, mean, std).
+""" Clip transforms resolved from a model's `pretrained_cfg` (input size, mean, std), built on torchvision's v2 transforms.
 
-A clip is a list of PIL frames; the output is a float tensor (3, T, H, W). All random choices (crop offset,
-horizontal flip, random-erasing rectangle and its fill) are drawn once per clip and applied to every frame: a
-flip or an erased patch that changes from frame to frame would be motion the temporal layers learn from.
-Random draws use torch's global generator, which DataLoader seeds per worker.
+A clip is a list of PIL frames; the output is a float tensor (3, T, H, W). The frames are stacked into one
+`tv_tensors.Video`, so every random choice (crop offset, horizontal flip, random-erasing rectangle and its fill) is
+drawn once per clip and applied to every frame: a flip or an erased patch that changes from frame to frame would be
+motion the temporal layers learn from. Random draws use torch's global generator, which DataLoader seeds per worker.
 """
-import math
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from PIL import Image
+from timm.data import resolve_data_config
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2
 
 __all__ = ['resolve_video_data_config', 'create_video_transform', 'VideoTransform', 'DEFAULT_INPUT_SIZE']
 
@@ -19,8 +21,12 @@ IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 _INTERP = {
-    'bilinear': Image.BILINEAR, 'bicubic': Image.BICUBIC, 'nearest': Image.NEAREST, 'lanczos': Image.LANCZOS,
+    'bilinear': InterpolationMode.BILINEAR, 'bicubic': InterpolationMode.BICUBIC,
+    'nearest': InterpolationMode.NEAREST_EXACT, 'lanczos': InterpolationMode.LANCZOS,
 }
+_DEFAULTS = {'input_size': DEFAULT_INPUT_SIZE, 'interpolation': 'bilinear',
+             'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD}
+_ERASE_FILL = {'pixel': 'random', 'const': 0.}  # per-pixel normal noise, or zeros (the mean colour)
 
 
 def _cfg_dict(model_or_cfg: Any) -> Dict[str, Any]:
@@ -38,6 +44,17 @@ def _cfg_dict(model_or_cfg: Any) -> Dict[str, Any]:
     raise TypeError(f'Expected a model, a pretrained_cfg dict or None, got {type(model_or_cfg).__name__}')
 
 
+def _input_size(input_size: Optional[Sequence[int]]) -> Optional[Tuple[int, int, int]]:
+    if input_size is None:
+        return None
+    size = tuple(input_size)
+    if len(size) == 2:
+        size = (3,) + size
+    if len(size) != 3 or size[0] != 3 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise ValueError(f'input_size must be (3, H, W) or (H, W) of positive integers, got {tuple(input_size)}')
+    return size
+
+
 def resolve_video_data_config(
         model_or_cfg: Any = None,
         input_size: Optional[Tuple[int, ...]] = None,
@@ -47,24 +64,24 @@ def resolve_video_data_config(
 ) -> Dict[str, Any]:
     """ Data config (input_size, mean, std, interpolation) from a model, its `pretrained_cfg` dict, or defaults.
 
-    Explicit arguments win over the config; missing values default to (3, 256, 128), ImageNet mean/std, bilinear.
+    Resolved by timm's `resolve_data_config`: explicit arguments win over the config; missing values default to
+    (3, 256, 128), ImageNet mean/std and bilinear (a ReID person crop, not timm's 224x224 bicubic).
 
     Args:
         model_or_cfg: A model with `pretrained_cfg`, a `pretrained_cfg` dict / `PretrainedCfg`, or None.
         input_size: (3, H, W) or (H, W).
     """
-    cfg = _cfg_dict(model_or_cfg)
-    size = tuple(input_size or cfg.get('input_size') or DEFAULT_INPUT_SIZE)
-    if len(size) == 2:
-        size = (3,) + size
-    if len(size) != 3 or size[0] != 3:
-        raise ValueError(f'input_size must be (3, H, W) or (H, W), got {size}')
-    mean = tuple(float(m) for m in (mean or cfg.get('mean') or IMAGENET_DEFAULT_MEAN))
-    std = tuple(float(s) for s in (std or cfg.get('std') or IMAGENET_DEFAULT_STD))
-    interp = interpolation or cfg.get('interpolation') or 'bilinear'
+    cfg = {**_DEFAULTS, **{k: v for k, v in _cfg_dict(model_or_cfg).items() if v is not None}}
+    args = {'input_size': _input_size(input_size), 'mean': mean, 'std': std, 'interpolation': interpolation}
+    for key in ('mean', 'std'):
+        if args[key] is not None and len(args[key]) not in (1, 3):
+            raise ValueError(f'{key} must have 1 or 3 values (one per channel), got {tuple(args[key])}')
+    resolved = resolve_data_config(args, pretrained_cfg=cfg)
+    interp = resolved['interpolation']
     if interp not in _INTERP:
         interp = 'bilinear'  # e.g. timm's 'random' has no meaning for a fixed ReID resize
-    return {'input_size': size, 'mean': mean, 'std': std, 'interpolation': interp}
+    return {'input_size': _input_size(resolved['input_size']), 'interpolation': interp,
+            'mean': tuple(float(m) for m in resolved['mean']), 'std': tuple(float(s) for s in resolved['std'])}
 
 
 class VideoTransform:
@@ -81,7 +98,7 @@ class VideoTransform:
         re_prob: Probability of random erasing (Zhong et al.), same rectangle and fill on all frames.
         re_area: Range of the erased area as a fraction of the frame.
         re_ratio: Range of the erased rectangle's aspect ratio (sampled log-uniformly).
-        re_mode: 'pixel' (normal noise), 'rand' (one random colour) or 'const' (zeros, i.e. the mean colour).
+        re_mode: 'pixel' (normal noise) or 'const' (zeros, i.e. the mean colour).
     """
 
     def __init__(
@@ -98,71 +115,36 @@ class VideoTransform:
             re_ratio: Tuple[float, float] = (0.3, 3.3),
             re_mode: str = 'pixel',
     ):
+        if re_mode not in _ERASE_FILL:
+            raise ValueError(f're_mode must be one of {sorted(_ERASE_FILL)}, got {re_mode!r}')
+        if interpolation not in _INTERP:
+            raise ValueError(f'interpolation must be one of {sorted(_INTERP)}, got {interpolation!r}')
         self.size = tuple(input_size[-2:])
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
         self.interpolation = interpolation
         self.is_training = is_training
-        self.hflip = hflip
-        self.pad = pad
-        self.re_prob = re_prob
-        self.re_area = re_area
-        self.re_ratio = re_ratio
-        if re_mode not in ('pixel', 'rand', 'const'):
-            raise ValueError(f're_mode must be pixel, rand or const, got {re_mode!r}')
-        self.re_mode = re_mode
+        self.hflip, self.pad, self.re_prob, self.re_mode = hflip, pad, re_prob, re_mode
+        self._resize = v2.Resize(self.size, interpolation=_INTERP[interpolation], antialias=True)
+        steps: List[Any] = []
+        if is_training and pad > 0:
+            steps.append(v2.RandomCrop(self.size, padding=pad, fill=0))
+        if is_training and hflip > 0:
+            steps.append(v2.RandomHorizontalFlip(hflip))
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+        if is_training and re_prob > 0:
+            steps.append(v2.RandomErasing(re_prob, scale=re_area, ratio=re_ratio, value=_ERASE_FILL[re_mode]))
+        self._augment = v2.Compose(steps)
 
-    def _to_tensor(self, frames: Sequence[Image.Image]) -> torch.Tensor:
-        h, w = self.size
-        resample = _INTERP[self.interpolation]
-        arrs = []
-        for f in frames:
-            if f.mode != 'RGB':
-                f = f.convert('RGB')
-            if f.size != (w, h):
-                f = f.resize((w, h), resample)
-            arrs.append(np.asarray(f))
-        x = torch.from_numpy(np.stack(arrs))  # (T, H, W, 3) uint8
-        return x.permute(3, 0, 1, 2).float().div_(255.)  # (3, T, H, W)
-
-    def _erase(self, x: torch.Tensor) -> torch.Tensor:
-        _, _, h, w = x.shape
-        area = h * w
-        log_ratio = (math.log(self.re_ratio[0]), math.log(self.re_ratio[1]))
-        for _ in range(10):
-            target = area * (self.re_area[0] + (self.re_area[1] - self.re_area[0]) * torch.rand(1).item())
-            ratio = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * torch.rand(1).item())
-            eh, ew = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
-            if 0 < eh < h and 0 < ew < w:
-                top = int(torch.randint(0, h - eh + 1, (1,)))
-                left = int(torch.randint(0, w - ew + 1, (1,)))
-                if self.re_mode == 'pixel':
-                    fill = torch.randn(3, 1, eh, ew)
-                elif self.re_mode == 'rand':
-                    fill = torch.randn(3, 1, 1, 1)
-                else:
-                    fill = torch.zeros(3, 1, 1, 1)
-                # one fill for all frames (broadcast over T), so the patch does not flicker
-                x[:, :, top:top + eh, left:left + ew] = fill
-                break
-        return x
+    def _to_video(self, frames: Sequence[Image.Image]) -> torch.Tensor:
+        """Frames as one uint8 (T, 3, H, W) video at the output size (one batched resize when the sizes agree)."""
+        images = [v2.functional.pil_to_tensor(f if f.mode == 'RGB' else f.convert('RGB')) for f in frames]
+        if len({im.shape for im in images}) == 1:
+            return self._resize(torch.stack(images))
+        return torch.stack([self._resize(im) for im in images])
 
     def __call__(self, frames: Sequence[Image.Image]) -> torch.Tensor:
         """ Transform a clip (list of PIL images) into a normalised float tensor (3, T, H, W). """
-        x = self._to_tensor(frames)
-        if self.is_training:
-            if self.pad > 0:
-                h, w = self.size
-                x = torch.nn.functional.pad(x, (self.pad,) * 4)
-                top = int(torch.randint(0, 2 * self.pad + 1, (1,)))
-                left = int(torch.randint(0, 2 * self.pad + 1, (1,)))
-                x = x[:, :, top:top + h, left:left + w]
-            if self.hflip > 0 and torch.rand(1).item() < self.hflip:
-                x = x.flip(-1)
-        x = (x - self.mean) / self.std
-        if self.is_training and self.re_prob > 0 and torch.rand(1).item() < self.re_prob:
-            x = self._erase(x)
-        return x.contiguous()
+        x = self._augment(tv_tensors.Video(self._to_video(frames)))
+        return x.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous()
 
     def __repr__(self) -> str:
         s = f'{self.__class__.__name__}(size={self.size}, interpolation={self.interpolation}'
