@@ -31,7 +31,7 @@ if str(_ROOT) not in sys.path:  # run from a source checkout without installing
 
 from m3d_zoo.data import create_dataset, make_synthetic_gait, tracklet_labels  # noqa: E402
 from m3d_zoo.engine import train  # noqa: E402
-from m3d_zoo.eval import evaluate_rank  # noqa: E402
+from m3d_zoo.eval import evaluate_rank, format_protocol, format_table, results_row  # noqa: E402
 
 # A budget that separates the two models on 2 CPU cores in about a minute each. Why these values:
 # - noise=0: the generator bakes its pixel noise into the image files, so every training frame is unique and a net can
@@ -105,12 +105,12 @@ def run(
     return out
 
 
-def format_table(results: Dict[str, Dict[str, Any]], chance: Dict[str, float]) -> str:
-    lines = ['| model | rank-1 (%) | mAP (%) | train+eval time (s) |', '|---|---|---|---|']
-    for name, r in results.items():
-        lines.append(f'| {name} | {100 * r["rank1"]:.1f} | {100 * r["mAP"]:.1f} | {r["train_time_s"]} |')
-    lines.append(f'| chance (random ranking) | {100 * chance["rank1"]:.1f} | {100 * chance["mAP"]:.1f} | |')
-    return '\n'.join(lines)
+def results_table(results: Dict[str, Dict[str, Any]], chance: Dict[str, float]) -> str:
+    """The models' test metrics and training time, chance below them, and the protocol they share."""
+    rows = {name: dict(results_row(r), **{'train+eval time (s)': str(r['train_time_s'])})
+            for name, r in results.items()}
+    rows['chance (random ranking)'] = results_row(chance)
+    return format_table(rows, 'model') + '\n\n' + format_protocol(next(iter(results.values())))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -156,7 +156,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       lr=a.lr, seed=a.seed, num_frames=2 * a.cycle)
         print(f'\nSame recipe and budget for every model ({a.epochs} epochs, batch {a.batch_size}, lr {a.lr}, '
               f'T={2 * a.cycle}, {a.size[0]}x{a.size[1]}), evaluated on unseen identities:\n')
-        print(format_table(results, chance))
+        print(results_table(results, chance))
         if a.json:
             Path(a.json).write_text(json.dumps({'results': results, 'chance': chance, 'args': vars(a)}, indent=1))
     finally:

@@ -21,13 +21,11 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from ._io import atomic_write_text
 
 __all__ = ['main', 'build_parser']
-
-_logger = logging.getLogger('m3d_zoo.cli')
 
 
 class CliError(Exception):
@@ -51,28 +49,14 @@ def _kv(items: Optional[List[str]]) -> Dict[str, Any]:
     return out
 
 
-def _add_dataset_args(p: argparse.ArgumentParser, required: bool = True):
-    from m3d_zoo.data import list_datasets
-    p.add_argument('--dataset', required=required, help=f'dataset layout: {", ".join(list_datasets())}')
-    p.add_argument('--root', help='dataset root folder')
-    p.add_argument('--split-id', type=int, help='PRID-2011 / iLIDS-VID: which of the 10 random splits (default 0)')
-    p.add_argument('--gallery-mode', help='MARS gallery convention (see m3d_zoo.data.MARS_GALLERY_MODES)')
-    p.add_argument('--dataset-kwargs', nargs='*', metavar='KEY=VALUE', help='more dataset loader arguments')
-
-
-def _dataset_kwargs(a) -> Dict[str, Any]:
-    kw = _kv(a.dataset_kwargs)
-    if a.split_id is not None:
-        kw['split_id'] = a.split_id
-    if a.gallery_mode is not None:
-        kw['gallery_mode'] = a.gallery_mode
-    return kw
+# ---------------------------------------------------------------------------------------------------------------------
+# Argument groups several commands share, each beside what reads it
 
 
 def _add_model_args(p: argparse.ArgumentParser, required: bool = True):
     p.add_argument('--model', required=required,
-                   help='model name (m3d-zoo list), hf-hub:ORG/NAME[@REV], local-dir:PATH, or a checkpoint file '
-                        'written by m3d-zoo train')
+                   help='model name (m3d-zoo list), hf-hub:ORG/NAME[@REV], local-dir:PATH, a folder written by '
+                        'save_pretrained, or a checkpoint written by m3d-zoo train (file or output folder)')
     p.add_argument('--pretrained', action='store_true', help='inflate the ImageNet 2D ResNet (registered names)')
     p.add_argument('--pretrained-file', help='local 2D ResNet weights to inflate (offline alternative)')
     p.add_argument('--model-kwargs', nargs='*', metavar='KEY=VALUE',
@@ -90,177 +74,87 @@ def _model_kwargs(a) -> Dict[str, Any]:
     return kw
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from m3d_zoo.engine.distributed import DEFAULT_DIST_TIMEOUT_MIN
-    from m3d_zoo.engine.recipes import list_recipes
-    from m3d_zoo.engine.train import LOCK_NAME
-    parser = argparse.ArgumentParser(
-        prog='m3d-zoo', description='Video person re-identification model zoo (M3D, AAAI 2019).',
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n')[1])
-    parser.add_argument('--debug', action='store_true', help='show tracebacks')
-    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+def _inference_model(a, device):
+    """The embedding model of --model and its options; arguments it refuses become a `CliError`."""
+    from m3d_zoo.engine import load_inference_model
+    from m3d_zoo.models import classify_model_spec
+    kwargs = _model_kwargs(a)
+    if a.num_frames and classify_model_spec(a.model).kind == 'name':  # a saved model keeps its clip length
+        kwargs.setdefault('num_frames', a.num_frames)
+    try:
+        return load_inference_model(a.model, pretrained=a.pretrained, pretrained_file=a.pretrained_file,
+                                    device=device, **kwargs)
+    except (ValueError, TypeError) as e:
+        if not kwargs or type(e).__module__.startswith('m3d_zoo'):
+            raise  # no user arguments to blame, or already one of the zoo's errors
+        raise CliError(f'{a.model} does not take the model arguments {kwargs} (--model-kwargs, --num-frames): '
+                       f'{e}') from e
 
-    # -- train
-    p = sub.add_parser('train', help='train or fine-tune a model (also under torchrun)',
-                       description='Train a model. Recipe fields can be overridden by the flags below.')
-    _add_model_args(p, required=False)
-    _add_dataset_args(p)
-    p.add_argument('--recipe', default='modern', help=f'training recipe: {", ".join(list_recipes())} (default modern)')
-    p.add_argument('--output', '-o', default='output/train', help='output folder (checkpoints, metrics)')
-    p.add_argument('--resume', help='continue an interrupted run from its checkpoint (file or output folder)')
-    r = p.add_argument_group('recipe overrides')
-    r.add_argument('--epochs', type=int)
-    r.add_argument('--batch-size', '-b', type=int, help='clips per step, all processes together')
-    r.add_argument('--num-instances', type=int, help='K, tracklets per identity in a P x K batch')
-    r.add_argument('--sampler', choices=('pk', 'random'))
-    r.add_argument('--lr', type=float)
-    r.add_argument('--head-lr-mult', type=float)
-    r.add_argument('--opt', choices=('sgd', 'adam', 'adamw'))
-    r.add_argument('--momentum', type=float)
-    r.add_argument('--weight-decay', type=float)
-    r.add_argument('--decay-epochs', type=int, nargs='*')
-    r.add_argument('--decay-rate', type=float)
-    r.add_argument('--warmup-epochs', type=int)
-    r.add_argument('--warmup-lr-init', type=float)
-    r.add_argument('--num-frames', type=int, help='clip length T')
-    r.add_argument('--clip-sampling', choices=('consecutive', 'segments'))
-    r.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'), help='frame size (default 256 128)')
-    r.add_argument('--head', choices=('paper', 'bnneck'))
-    r.add_argument('--ce-weight', type=float)
-    r.add_argument('--label-smoothing', type=float)
-    r.add_argument('--triplet-weight', type=float)
-    r.add_argument('--triplet-margin', type=float)
-    r.add_argument('--hflip', type=float)
-    r.add_argument('--pad', type=int)
-    r.add_argument('--re-prob', type=float)
-    r.add_argument('--grad-clip', type=float)
-    r.add_argument('--eval-interval', type=int, help='evaluate every N epochs and after the last (0: never)')
-    r.add_argument('--eval-max-clips', type=int, help='cap on test clips per tracklet while training')
-    r.add_argument('--seed', type=int)
-    o = p.add_argument_group('run options')
-    o.add_argument('--device', help='cuda or cpu (default: a GPU if there is one)')
-    o.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
-                   help='mixed precision (default: on GPUs)')
-    o.add_argument('--amp-dtype', choices=('bfloat16', 'float16'))
-    o.add_argument('--grad-checkpointing', action='store_true', help='trade compute for activation memory')
-    o.add_argument('--sync-bn', action='store_true', help='SyncBatchNorm across GPUs')
-    o.add_argument('--workers', '-j', type=int, default=4, help='data loading processes per rank')
-    o.add_argument('--eval-batch-size', type=int, default=16)
-    o.add_argument('--no-progress', action='store_true', help='no tqdm progress bars')
-    o.add_argument('--push-to-hub', metavar='REPO', help='push the trained model (best, else last) to this Hub repo')
-    o.add_argument('--force-unlock', action='store_true',
-                   help=f'take the output folder over from a run whose lock ({LOCK_NAME}) cannot be checked from here '
-                        f'(another host) or is unreadable; a dead run\'s lock on this host is taken over without it')
-    o.add_argument('--dist-timeout', type=float, metavar='MINUTES',
-                   help=f'torchrun: how long ranks wait for each other, e.g. for rank 0\'s evaluation '
-                        f'(default {DEFAULT_DIST_TIMEOUT_MIN:g})')
-    p.set_defaults(func=cmd_train)
 
-    # -- extract
-    p = sub.add_parser('extract', help='embeddings of a dataset or of tracklet folders -> safetensors')
-    _add_model_args(p)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument('--dataset', help='dataset layout (with --root)')
-    g.add_argument('--tracklets', nargs='+', metavar='DIR',
-                   help='tracklet folders (a folder of frames, or a folder of such folders)')
-    p.add_argument('--root')
-    p.add_argument('--split-id', type=int)
-    p.add_argument('--gallery-mode')
-    p.add_argument('--dataset-kwargs', nargs='*', metavar='KEY=VALUE')
-    p.add_argument('--splits', nargs='+', default=['query', 'gallery'], choices=('query', 'gallery', 'train'))
-    p.add_argument('--output', '-o', required=True, help='embeddings file (.safetensors)')
+def _add_dataset_args(p: argparse.ArgumentParser, required: bool = True, choice=None):
+    """--dataset and its loader options; `choice`: a mutually exclusive group --dataset joins (extract's)."""
+    from m3d_zoo.data import list_datasets
+    (choice or p).add_argument('--dataset', required=required, help=f'dataset layout: {", ".join(list_datasets())}')
+    p.add_argument('--root', help='dataset root folder')
+    p.add_argument('--split-id', type=int, help='PRID-2011 / iLIDS-VID: which of the 10 random splits (default 0)')
+    p.add_argument('--gallery-mode', help='MARS gallery convention (see m3d_zoo.data.MARS_GALLERY_MODES)')
+    p.add_argument('--dataset-kwargs', nargs='*', metavar='KEY=VALUE', help='more dataset loader arguments')
+
+
+def _dataset_kwargs(a) -> Dict[str, Any]:
+    kw = _kv(a.dataset_kwargs)
+    if a.split_id is not None:
+        kw['split_id'] = a.split_id
+    if a.gallery_mode is not None:
+        kw['gallery_mode'] = a.gallery_mode
+    return kw
+
+
+def _dataset(a):
+    """The dataset of --dataset/--root and their options; the loaders' refusals of those options become `CliError`s."""
+    from m3d_zoo.data import create_dataset
+    if not a.root:
+        raise CliError(f'--root is required with --dataset {a.dataset}.')
+    kwargs = _dataset_kwargs(a)
+    try:
+        return create_dataset(a.dataset, a.root, **kwargs)
+    except (ValueError, TypeError) as e:
+        if type(e).__module__.startswith('m3d_zoo'):
+            raise  # already one of the zoo's errors (DatasetError ...)
+        # an unknown name, or loader options it does not take
+        raise CliError(f'--dataset {a.dataset}' + (f' with {kwargs}' if kwargs else '') + f': {e}') from e
+
+
+def _add_clip_args(p: argparse.ArgumentParser):
+    """How tracklets are cut into clips and batched for a forward pass (extract, evaluate)."""
     p.add_argument('--num-frames', type=int, help='clip length (default: the model\'s)')
     p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'), help='frame size (default: the model\'s)')
     p.add_argument('--batch-size', '-b', type=int, default=16, help='clips per forward pass')
     p.add_argument('--max-clips', type=int, help='cap on clips per tracklet (default all, the paper\'s protocol)')
-    p.add_argument('--device')
-    p.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument('--workers', '-j', type=int, default=4)
-    p.set_defaults(func=cmd_extract)
-
-    # -- evaluate
-    p = sub.add_parser('evaluate', help='CMC/mAP table and CMC curve (PNG) from embeddings, or from a model')
-    p.add_argument('embeddings', nargs='?', help='embeddings file from m3d-zoo extract (query + gallery)')
-    p.add_argument('--gallery', help='a second embeddings file holding the gallery (the first is then the query)')
-    _add_model_args(p, required=False)
-    _add_dataset_args(p, required=False)
-    p.add_argument('--num-frames', type=int)
-    p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'))
-    p.add_argument('--batch-size', '-b', type=int, default=16)
-    p.add_argument('--max-clips', type=int)
-    p.add_argument('--device')
-    p.add_argument('--workers', '-j', type=int, default=4)
-    p.add_argument('--metric', default='euclidean', choices=('euclidean', 'sqeuclidean', 'cosine'))
-    p.add_argument('--ap-mode', default='standard', choices=('standard', 'trapezoid'))
-    p.add_argument('--rerank', action='store_true', help='k-reciprocal re-ranking')
-    p.add_argument('--max-rank', type=int, default=20)
-    p.add_argument('--cmc-png', help='where to save the CMC curve (default: next to the embeddings, _cmc.png)')
-    p.add_argument('--results', help='write the results as JSON here (hub/release.py reads it)')
-    p.set_defaults(func=cmd_evaluate)
-
-    # -- list
-    p = sub.add_parser('list', help='list models (wildcard filter), recipes and datasets')
-    p.add_argument('filter', nargs='?', default='')
-    p.add_argument('--pretrained', action='store_true', help='only models with weights, with their tags')
-    p.set_defaults(func=cmd_list)
-
-    # -- export
-    p = sub.add_parser('export', help='export a model to ONNX or torch.export')
-    _add_model_args(p)
-    p.add_argument('--output', '-o', required=True)
-    p.add_argument('--format', default='onnx', choices=('onnx', 'torch_export'))
-    p.add_argument('--num-frames', type=int)
-    p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'), default=(256, 128))
-    p.add_argument('--batch-size', type=int, default=2, help='example batch size')
-    p.add_argument('--opset', type=int, default=18)
-    p.add_argument('--static-batch', action='store_true', help='fixed batch size (default dynamic)')
-    p.add_argument('--no-fuse', action='store_true', help='keep the M3D kernels unfused')
-    p.add_argument('--verify', action='store_true', help='check the exported model against PyTorch')
-    p.set_defaults(func=cmd_export)
-
-    # -- push
-    p = sub.add_parser('push', help='push a trained checkpoint (or a zoo model) to the Hugging Face Hub')
-    p.add_argument('--checkpoint', help='checkpoint from m3d-zoo train (.safetensors)')
-    p.add_argument('--model', help='or a model name / hf-hub: / local-dir: source to push as is')
-    p.add_argument('--repo-id', required=True, help='organisation/name')
-    p.add_argument('--results', help='evaluation results JSON (eval.json / best_eval.json) for the model card')
-    p.add_argument('--dataset', help='training dataset name for the card')
-    p.add_argument('--drop-classifier', action='store_true', help='push the embedding model only')
-    p.add_argument('--revision', help='branch (default main)')
-    p.add_argument('--private', action='store_true')
-    p.add_argument('--commit-message')
-    p.set_defaults(func=cmd_push)
-    return parser
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Commands
+def _input_size(a) -> Optional[tuple]:
+    return tuple(a.img_size) if a.img_size else None
 
 
-def cmd_train(a) -> int:
-    from m3d_zoo.engine import train
-    if a.model is None and a.resume is None:
-        raise CliError('train needs --model NAME (see m3d-zoo list), or --resume CHECKPOINT.')
-    overrides = {k: getattr(a, k) for k in (
-        'epochs', 'batch_size', 'num_instances', 'sampler', 'lr', 'head_lr_mult', 'opt', 'momentum', 'weight_decay',
-        'decay_epochs', 'decay_rate', 'warmup_epochs', 'warmup_lr_init', 'num_frames', 'clip_sampling', 'head',
-        'ce_weight', 'label_smoothing', 'triplet_weight', 'triplet_margin', 'hflip', 'pad', 're_prob', 'grad_clip',
-        'eval_interval', 'eval_max_clips', 'seed')}
-    overrides['input_size'] = tuple(a.img_size) if a.img_size else None
-    summary = train(
-        a.model, a.dataset, root=a.root, recipe=a.recipe, output_dir=a.output, resume=a.resume,
-        pretrained=a.pretrained, pretrained_file=a.pretrained_file, model_kwargs=_model_kwargs(a),
-        dataset_kwargs=_dataset_kwargs(a), device=a.device, amp=a.amp, amp_dtype=a.amp_dtype,
-        grad_checkpointing=a.grad_checkpointing, sync_bn=a.sync_bn, num_workers=a.workers,
-        eval_batch_size=a.eval_batch_size, progress=not a.no_progress, push_to_hub=a.push_to_hub,
-        force_unlock=a.force_unlock, dist_timeout=a.dist_timeout, **overrides)
-    return 0 if summary.get('ranks_in_sync', True) else 1
+def _add_device_args(p, amp: bool = True):
+    """--device, --amp (where the command runs mixed precision) and --workers; `p` a parser or an argument group."""
+    p.add_argument('--device', help='cuda, cuda:N or cpu (default: a GPU if there is one)')
+    if amp:
+        p.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
+                       help='mixed precision (default: on GPUs)')
+    p.add_argument('--workers', '-j', type=int, default=4, help='data loading processes (per rank under torchrun)')
 
 
 def _device(name: Optional[str]):
     """The device for `--device`, refused with a `DeviceError` if this machine does not have it."""
     from m3d_zoo.engine.distributed import resolve_device
     return resolve_device(name)
+
+
+def _add_output_arg(p: argparse.ArgumentParser, help: str, default: Optional[str] = None):
+    """--output/-o, required unless it has a default."""
+    p.add_argument('--output', '-o', required=default is None, default=default, help=help)
 
 
 def _check_output(path: str, flag: str, example: str) -> None:
@@ -292,33 +186,92 @@ def _check_output(path: str, flag: str, example: str) -> None:
     os.unlink(probe)
 
 
-def _dataset(a):
-    """The dataset of --dataset/--root and their options; the loaders' refusals of those options become `CliError`s."""
-    from m3d_zoo.data import create_dataset
-    kwargs = _dataset_kwargs(a)
-    try:
-        return create_dataset(a.dataset, a.root, **kwargs)
-    except (ValueError, TypeError) as e:
-        if type(e).__module__.startswith('m3d_zoo'):
-            raise  # already one of the zoo's errors (DatasetError ...)
-        # an unknown name, or loader options it does not take
-        raise CliError(f'--dataset {a.dataset}' + (f' with {kwargs}' if kwargs else '') + f': {e}') from e
+# ---------------------------------------------------------------------------------------------------------------------
+# Commands: each one's arguments, then what it does
 
 
-def _inference_model(a, device):
-    from m3d_zoo.engine import load_inference_model
-    kwargs = _model_kwargs(a)
-    if a.num_frames and not a.model.startswith(('hf-hub:', 'local-dir:')) and not a.model.endswith('.safetensors') \
-            and os.path.sep not in a.model:
-        kwargs.setdefault('num_frames', a.num_frames)
-    try:
-        return load_inference_model(a.model, pretrained=a.pretrained, pretrained_file=a.pretrained_file,
-                                    device=device, **kwargs)
-    except (ValueError, TypeError) as e:
-        if not kwargs or type(e).__module__.startswith('m3d_zoo'):
-            raise  # no user arguments to blame, or already one of the zoo's errors
-        raise CliError(f'{a.model} does not take the model arguments {kwargs} (--model-kwargs, --num-frames): '
-                       f'{e}') from e
+def add_train_args(p: argparse.ArgumentParser):
+    from m3d_zoo.engine.distributed import DEFAULT_DIST_TIMEOUT_MIN
+    from m3d_zoo.engine.recipes import list_recipes
+    from m3d_zoo.engine.train import LOCK_NAME
+    _add_model_args(p, required=False)
+    _add_dataset_args(p)
+    p.add_argument('--recipe', default='modern', help=f'training recipe: {", ".join(list_recipes())} (default modern)')
+    _add_output_arg(p, 'output folder (checkpoints, metrics)', default='output/train')
+    p.add_argument('--resume', help='continue an interrupted run from its checkpoint (file or output folder)')
+    r = p.add_argument_group('recipe overrides')
+    overrides = [
+        r.add_argument('--epochs', type=int),
+        r.add_argument('--batch-size', '-b', type=int, help='clips per step, all processes together'),
+        r.add_argument('--num-instances', type=int, help='K, tracklets per identity in a P x K batch'),
+        r.add_argument('--sampler', choices=('pk', 'random')),
+        r.add_argument('--lr', type=float),
+        r.add_argument('--head-lr-mult', type=float),
+        r.add_argument('--opt', choices=('sgd', 'adam', 'adamw')),
+        r.add_argument('--momentum', type=float),
+        r.add_argument('--weight-decay', type=float),
+        r.add_argument('--decay-epochs', type=int, nargs='*'),
+        r.add_argument('--decay-rate', type=float),
+        r.add_argument('--warmup-epochs', type=int),
+        r.add_argument('--warmup-lr-init', type=float),
+        r.add_argument('--num-frames', type=int, help='clip length T'),
+        r.add_argument('--clip-sampling', choices=('consecutive', 'segments')),
+        r.add_argument('--head', choices=('paper', 'bnneck')),
+        r.add_argument('--ce-weight', type=float),
+        r.add_argument('--label-smoothing', type=float),
+        r.add_argument('--triplet-weight', type=float),
+        r.add_argument('--triplet-margin', type=float),
+        r.add_argument('--hflip', type=float),
+        r.add_argument('--pad', type=int),
+        r.add_argument('--re-prob', type=float),
+        r.add_argument('--grad-clip', type=float),
+        r.add_argument('--eval-interval', type=int, help='evaluate every N epochs and after the last (0: never)'),
+        r.add_argument('--eval-max-clips', type=int, help='cap on test clips per tracklet while training'),
+        r.add_argument('--seed', type=int),
+    ]
+    r.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'), help='frame size (default 256 128)')
+    p.set_defaults(recipe_overrides=[action.dest for action in overrides])  # recipe field = flag name
+    o = p.add_argument_group('run options')
+    _add_device_args(o)
+    o.add_argument('--amp-dtype', choices=('bfloat16', 'float16'))
+    o.add_argument('--grad-checkpointing', action='store_true', help='trade compute for activation memory')
+    o.add_argument('--sync-bn', action='store_true', help='SyncBatchNorm across GPUs')
+    o.add_argument('--eval-batch-size', type=int, default=16)
+    o.add_argument('--no-progress', action='store_true', help='no tqdm progress bars')
+    o.add_argument('--push-to-hub', metavar='REPO', help='push the trained model (best, else last) to this Hub repo')
+    o.add_argument('--force-unlock', action='store_true',
+                   help=f'take the output folder over from a run whose lock ({LOCK_NAME}) cannot be checked from here '
+                        f'(another host) or is unreadable; a dead run\'s lock on this host is taken over without it')
+    o.add_argument('--dist-timeout', type=float, metavar='MINUTES',
+                   help=f'torchrun: how long ranks wait for each other, e.g. for rank 0\'s evaluation '
+                        f'(default {DEFAULT_DIST_TIMEOUT_MIN:g})')
+
+
+def cmd_train(a) -> int:
+    from m3d_zoo.engine import train
+    if a.model is None and a.resume is None:
+        raise CliError('train needs --model NAME (see m3d-zoo list), or --resume CHECKPOINT.')
+    summary = train(
+        a.model, a.dataset, root=a.root, recipe=a.recipe, output_dir=a.output, resume=a.resume,
+        pretrained=a.pretrained, pretrained_file=a.pretrained_file, model_kwargs=_model_kwargs(a),
+        dataset_kwargs=_dataset_kwargs(a), device=a.device, amp=a.amp, amp_dtype=a.amp_dtype,
+        grad_checkpointing=a.grad_checkpointing, sync_bn=a.sync_bn, num_workers=a.workers,
+        eval_batch_size=a.eval_batch_size, progress=not a.no_progress, push_to_hub=a.push_to_hub,
+        force_unlock=a.force_unlock, dist_timeout=a.dist_timeout, input_size=_input_size(a),
+        **{k: getattr(a, k) for k in a.recipe_overrides})
+    return 0 if summary.get('ranks_in_sync', True) else 1
+
+
+def add_extract_args(p: argparse.ArgumentParser):
+    _add_model_args(p)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument('--tracklets', nargs='+', metavar='DIR',
+                   help='tracklet folders (a folder of frames, or a folder of such folders)')
+    _add_dataset_args(p, required=False, choice=g)
+    p.add_argument('--splits', nargs='+', default=['query', 'gallery'], choices=('query', 'gallery', 'train'))
+    _add_output_arg(p, 'embeddings file (.safetensors)')
+    _add_clip_args(p)
+    _add_device_args(p)
 
 
 def cmd_extract(a) -> int:
@@ -330,8 +283,6 @@ def cmd_extract(a) -> int:
     _check_output(a.output, '--output', 'embeddings.safetensors')
     tune_cpu_allocator()  # this process only runs forwards: keep their memory instead of page-faulting it back in
     if a.dataset:
-        if not a.root:
-            raise CliError(f'--root is required with --dataset {a.dataset}.')
         dataset = _dataset(a)
         splits = a.splits
     else:
@@ -341,9 +292,8 @@ def cmd_extract(a) -> int:
     model = _inference_model(a, device)
     amp = (device.type == 'cuda') if a.amp is None else a.amp
     out = extract_dataset(
-        model, dataset, splits=splits, num_frames=a.num_frames, input_size=tuple(a.img_size) if a.img_size else None,
-        batch_size=a.batch_size, num_workers=a.workers, device=device,
-        amp_dtype=torch.bfloat16 if amp else None, max_clips=a.max_clips)
+        model, dataset, splits=splits, num_frames=a.num_frames, input_size=_input_size(a), batch_size=a.batch_size,
+        num_workers=a.workers, device=device, amp_dtype=torch.bfloat16 if amp else None, max_clips=a.max_clips)
     if not a.dataset:
         out['split'][:] = -1  # plain folders: neither query nor gallery
     arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
@@ -357,22 +307,25 @@ def cmd_extract(a) -> int:
     return 0
 
 
-def _print_results(res: Dict[str, Any], name: str) -> None:
-    from m3d_zoo.eval import AP_MODES
-    rows = [('mAP', res['mAP'])] + [(f'Rank-{r}', res[f'rank{r}']) for r in (1, 5, 10, 20) if f'rank{r}' in res]
-    rows.append(('mINP', res['mINP']))
-    print(f'{name}')
-    print('| metric | % |\n|---|---|')
-    for k, v in rows:
-        print(f'| {k} | {100 * v:.2f} |')
-    print(f'AP: {AP_MODES.get(res["ap_mode"], res["ap_mode"])}; gallery: {res.get("gallery_mode") or "as given"}; '
-          f'distance: {res.get("metric", "euclidean")}; {res["num_valid_queries"]}/{res["num_queries"]} queries with a '
-          f'match' + (f', {res["num_skipped_queries"]} skipped' if res['num_skipped_queries'] else ''))
+def add_evaluate_args(p: argparse.ArgumentParser):
+    p.add_argument('embeddings', nargs='?', help='embeddings file from m3d-zoo extract (query + gallery)')
+    p.add_argument('--gallery', help='a second embeddings file holding the gallery (the first is then the query)')
+    _add_model_args(p, required=False)
+    _add_dataset_args(p, required=False)
+    _add_clip_args(p)
+    _add_device_args(p, amp=False)
+    p.add_argument('--metric', default='euclidean', choices=('euclidean', 'sqeuclidean', 'cosine'))
+    p.add_argument('--ap-mode', default='standard', choices=('standard', 'trapezoid'))
+    p.add_argument('--rerank', action='store_true', help='k-reciprocal re-ranking')
+    p.add_argument('--max-rank', type=int, default=20)
+    p.add_argument('--cmc-png', help='where to save the CMC curve (default: next to the embeddings, _cmc.png)')
+    p.add_argument('--results', help='write the results as JSON here (hub/release.py reads it)')
 
 
 def cmd_evaluate(a) -> int:
     from m3d_zoo.engine import evaluate_dataset, evaluate_embeddings_file, save_cmc_png
     from m3d_zoo.engine.extract import results_to_json
+    from m3d_zoo.eval import format_results
     if a.embeddings and a.model:
         raise CliError('evaluate takes an embeddings file or --model with --dataset, not both.')
     if a.results:
@@ -384,27 +337,30 @@ def cmd_evaluate(a) -> int:
                                        max_rank=a.max_rank)
         name = os.path.basename(a.embeddings)
     elif a.model and a.dataset:
-        if not a.root:
-            raise CliError(f'--root is required with --dataset {a.dataset}.')
         device = _device(a.device)
         dataset = _dataset(a)
         png = a.cmc_png or f'{dataset.name}_cmc.png'
         _check_output(png, '--cmc-png' if a.cmc_png else 'the CMC curve (--cmc-png)', 'cmc.png')
         model = _inference_model(a, device)
         res = evaluate_dataset(model, dataset, metric=a.metric, ap_mode=a.ap_mode, num_frames=a.num_frames,
-                               input_size=tuple(a.img_size) if a.img_size else None, batch_size=a.batch_size,
-                               num_workers=a.workers, device=device, max_clips=a.max_clips)
+                               input_size=_input_size(a), batch_size=a.batch_size, num_workers=a.workers,
+                               device=device, max_clips=a.max_clips)
         name = f'{a.model} on {dataset.name}'
     else:
         raise CliError('evaluate needs an embeddings file (m3d-zoo extract ... -o FILE), or --model with --dataset and '
                        '--root.')
-    _print_results(res, name)
+    print(format_results(res, name, table=True))
     save_cmc_png(png, {name: res['cmc']}, title=f'CMC: {name}')
     print(f'CMC curve: {png}')
     if a.results:
         atomic_write_text(a.results, json.dumps(results_to_json(res), indent=1) + '\n')
         print(f'results: {a.results}')
     return 0
+
+
+def add_list_args(p: argparse.ArgumentParser):
+    p.add_argument('filter', nargs='?', default='')
+    p.add_argument('--pretrained', action='store_true', help='only models with weights, with their tags')
 
 
 def cmd_list(a) -> int:
@@ -415,6 +371,19 @@ def cmd_list(a) -> int:
     if not a.filter:
         print(f'\nrecipes: {", ".join(list_recipes())}\ndatasets: {", ".join(m3d_zoo.list_datasets())}')
     return 0
+
+
+def add_export_args(p: argparse.ArgumentParser):
+    _add_model_args(p)
+    _add_output_arg(p, 'the exported file (.onnx, or .pt2 for torch_export)')
+    p.add_argument('--format', default='onnx', choices=('onnx', 'torch_export'))
+    p.add_argument('--num-frames', type=int, help='clip length (default: the model\'s)')
+    p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'), default=(256, 128), help='frame size')
+    p.add_argument('--batch-size', type=int, default=2, help='example batch size')
+    p.add_argument('--opset', type=int, default=18)
+    p.add_argument('--static-batch', action='store_true', help='fixed batch size (default dynamic)')
+    p.add_argument('--no-fuse', action='store_true', help='keep the M3D kernels unfused')
+    p.add_argument('--verify', action='store_true', help='check the exported model against PyTorch')
 
 
 def cmd_export(a) -> int:
@@ -438,6 +407,18 @@ def cmd_export(a) -> int:
     return 0
 
 
+def add_push_args(p: argparse.ArgumentParser):
+    p.add_argument('--checkpoint', help='checkpoint from m3d-zoo train (.safetensors)')
+    p.add_argument('--model', help='or a model name / hf-hub: / local-dir: source / saved folder to push as is')
+    p.add_argument('--repo-id', required=True, help='organisation/name')
+    p.add_argument('--results', help='evaluation results JSON (eval.json / best_eval.json) for the model card')
+    p.add_argument('--dataset', help='training dataset name for the card')
+    p.add_argument('--drop-classifier', action='store_true', help='push the embedding model only')
+    p.add_argument('--revision', help='branch (default main)')
+    p.add_argument('--private', action='store_true')
+    p.add_argument('--commit-message')
+
+
 def cmd_push(a) -> int:
     if bool(a.checkpoint) == bool(a.model):
         raise CliError('push needs exactly one of --checkpoint (from m3d-zoo train) or --model.')
@@ -449,8 +430,11 @@ def cmd_push(a) -> int:
     else:
         import m3d_zoo
         from m3d_zoo.engine.hub import model_card_for_run
-        model = m3d_zoo.create_model(a.model, pretrained=True) if a.model.startswith(('hf-hub:', 'local-dir:')) \
-            else m3d_zoo.create_model(a.model)
+        from m3d_zoo.models import classify_model_spec
+        what = classify_model_spec(a.model)
+        if what.kind == 'checkpoint':
+            raise CliError(f'--model {a.model} is a training checkpoint: push it with --checkpoint {a.model}.')
+        model = m3d_zoo.create_model(what.name, pretrained=what.saved)
         if a.drop_classifier:
             model.reset_classifier(0)
         results = _read_results(a.results) if a.results else None
@@ -469,6 +453,40 @@ def _read_results(path: str) -> Dict[str, Any]:
     except ValueError as e:
         raise CliError(f'--results {path} is not a JSON results file ({e}); pass the eval.json or best_eval.json '
                        f'that m3d-zoo train or evaluate --results wrote.') from e
+
+
+class _Command(NamedTuple):
+    name: str
+    help: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: Optional[str] = None  # the help's, if None
+
+
+_COMMANDS = (
+    _Command('train', 'train or fine-tune a model (also under torchrun)', add_train_args, cmd_train,
+             'Train a model. Recipe fields can be overridden by the flags below.'),
+    _Command('extract', 'embeddings of a dataset or of tracklet folders -> safetensors', add_extract_args,
+             cmd_extract),
+    _Command('evaluate', 'CMC/mAP table and CMC curve (PNG) from embeddings, or from a model', add_evaluate_args,
+             cmd_evaluate),
+    _Command('list', 'list models (wildcard filter), recipes and datasets', add_list_args, cmd_list),
+    _Command('export', 'export a model to ONNX or torch.export', add_export_args, cmd_export),
+    _Command('push', 'push a trained checkpoint (or a zoo model) to the Hugging Face Hub', add_push_args, cmd_push),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='m3d-zoo', description='Video person re-identification model zoo (M3D, AAAI 2019).',
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n')[1])
+    parser.add_argument('--debug', action='store_true', help='show tracebacks')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for command in _COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.description or command.help)
+        command.add_args(p)
+        p.set_defaults(func=command.run)
+    return parser
 
 
 def _is_user_error(e: BaseException) -> bool:

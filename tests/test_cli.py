@@ -1,5 +1,7 @@
 """`m3d-zoo` commands: train, extract, evaluate (table + CMC PNG), list, export, push, and their input errors."""
 import json
+import re
+from dataclasses import fields
 
 import pytest
 import torch
@@ -7,9 +9,10 @@ from PIL import Image
 from huggingface_hub import HfApi, hf_hub_download
 
 import m3d_zoo
-from m3d_zoo.cli import main
+from m3d_zoo.cli import build_parser, main
 from m3d_zoo.data import make_synthetic_gait
 from m3d_zoo.engine import load_embeddings
+from m3d_zoo.engine.recipes import TrainRecipe
 
 TRAIN = ['--dataset', 'folder', '--epochs', '1', '--batch-size', '4', '--num-instances', '2', '--num-frames', '4',
          '--img-size', '32', '16', '--workers', '0', '--no-progress', '--device', 'cpu', '--eval-interval', '1',
@@ -66,13 +69,14 @@ def test_extract_and_evaluate(trained, gait, tmp_path, capsys):
     capsys.readouterr()
     assert main(['evaluate', str(emb), '--cmc-png', str(png), '--results', str(results)]) == 0
     text = capsys.readouterr().out
-    assert '| mAP |' in text and '| Rank-1 |' in text and 'non-interpolated AP' in text
+    assert '| mAP (%) | Rank-1 (%) |' in text and 'non-interpolated AP' in text
     with Image.open(png) as im:
         assert im.format == 'PNG' and im.size == (640, 480)
         assert len(im.convert('RGB').getcolors(maxcolors=1 << 16)) > 3  # axes, text and a curve: not blank
-    # the file's numbers are those of the run's own evaluation (same model, protocol and clips)
-    assert json.loads(results.read_text())['mAP'] == pytest.approx(
-        json.loads((trained / 'eval.json').read_text())['mAP'], abs=1e-6)
+    # the file's numbers are those of the run's own evaluation (same model, protocol and clips), and those printed
+    res = json.loads(results.read_text())
+    assert res['mAP'] == pytest.approx(json.loads((trained / 'eval.json').read_text())['mAP'], abs=1e-6)
+    assert f'| emb.safetensors | {100 * res["mAP"]:.1f} | {100 * res["rank1"]:.1f} |' in text
 
     # plain tracklet folders, and the query/gallery given as two files
     q = tmp_path / 'q.safetensors'
@@ -85,6 +89,56 @@ def test_extract_and_evaluate(trained, gait, tmp_path, capsys):
     assert main(['extract', '--model', str(trained), '--tracklets', f'{gait}/gallery', '--output', str(g),
                  '--workers', '0', '--device', 'cpu', '--img-size', '32', '16']) == 0
     assert main(['evaluate', str(q), '--gallery', str(g), '--cmc-png', str(tmp_path / 'c2.png')]) == 0
+
+
+# Each command's minimal arguments, the options left at None, and every other option's default: the flags and
+# defaults users and scripts rely on.
+OPTIONS = {
+    'train': (['--dataset', 'd'], 'amp amp_dtype batch_size ce_weight clip_sampling dataset_kwargs decay_epochs '
+              'decay_rate device dist_timeout epochs eval_interval eval_max_clips gallery_mode grad_clip head '
+              'head_lr_mult hflip img_size label_smoothing lr model model_kwargs momentum num_frames num_instances opt '
+              'pad pretrained_file push_to_hub re_prob resume root sampler seed split_id triplet_margin triplet_weight '
+              'warmup_epochs warmup_lr_init weight_decay',
+              {'dataset': 'd', 'eval_batch_size': 16, 'force_unlock': False, 'grad_checkpointing': False,
+               'no_progress': False, 'output': 'output/train', 'pretrained': False, 'recipe': 'modern',
+               'sync_bn': False, 'workers': 4}),
+    'extract': (['--model', 'm', '--dataset', 'd', '-o', 'o'], 'amp dataset_kwargs device gallery_mode img_size '
+                'max_clips model_kwargs num_frames pretrained_file root split_id tracklets',
+                {'batch_size': 16, 'dataset': 'd', 'model': 'm', 'output': 'o', 'pretrained': False,
+                 'splits': ['query', 'gallery'], 'workers': 4}),
+    'evaluate': ([], 'cmc_png dataset dataset_kwargs device embeddings gallery gallery_mode img_size max_clips model '
+                 'model_kwargs num_frames pretrained_file results root split_id',
+                 {'ap_mode': 'standard', 'batch_size': 16, 'max_rank': 20, 'metric': 'euclidean', 'pretrained': False,
+                  'rerank': False, 'workers': 4}),
+    'list': ([], '', {'filter': '', 'pretrained': False}),
+    'export': (['--model', 'm', '-o', 'o'], 'model_kwargs num_frames pretrained_file',
+               {'batch_size': 2, 'format': 'onnx', 'img_size': (256, 128), 'model': 'm', 'no_fuse': False,
+                'opset': 18, 'output': 'o', 'pretrained': False, 'static_batch': False, 'verify': False}),
+    'push': (['--repo-id', 'r'], 'checkpoint commit_message dataset model results revision',
+             {'drop_classifier': False, 'private': False, 'repo_id': 'r'}),
+}
+
+
+@pytest.mark.parametrize('command', OPTIONS)
+def test_each_command_keeps_its_options_and_defaults(command, capsys):
+    argv, unset, defaults = OPTIONS[command]
+    parsed = vars(build_parser().parse_args([command] + argv))
+    assert parsed.pop('command') == command and parsed.pop('func').__name__ == f'cmd_{command}'
+    parsed.pop('debug')
+    overrides = parsed.pop('recipe_overrides', None)
+    if command == 'train':  # every recipe field but the name, nesterov and input_size (--img-size) is a flag's dest
+        assert set(overrides) | {'name', 'nesterov', 'input_size'} == {f.name for f in fields(TrainRecipe)}
+    assert parsed == dict(dict.fromkeys(unset.split()), **defaults)
+    with pytest.raises(SystemExit) as e:
+        main([command, '--help'])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for dest in parsed:
+        if dest not in ('embeddings', 'filter'):  # positional
+            assert re.search(f'--{dest.replace("_", "-")}(?![\\w-])', text), dest
+    with pytest.raises(SystemExit):
+        main(['--help'])
+    assert command in capsys.readouterr().out
 
 
 def test_list(capsys):

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from m3d_zoo.eval import (
-    FeatureDistance, aggregate_results, compute_distance_matrix, evaluate_embeddings, evaluate_rank, format_results,
-    re_ranking)
+    FeatureDistance, aggregate_results, compute_distance_matrix, evaluate_embeddings, evaluate_rank, format_protocol,
+    format_results, format_table, re_ranking, results_row)
 
 
 def _hand_case():
@@ -200,12 +200,32 @@ def test_aggregate_and_format_name_the_protocol():
     assert agg['num_splits'] == 2
     assert agg['mAP'] == pytest.approx((res['mAP'] + res2['mAP']) / 2)
     assert agg['mAP_std'] == pytest.approx(np.std([res['mAP'], res2['mAP']], ddof=1))
-    assert 'mean±std over 2 splits' in format_results(agg)
+    assert 'mean ± std over 2 random splits' in format_results(agg)
     trap = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, ap_mode='trapezoid')
     assert 'trapezoidal' in format_results(trap)
     with pytest.raises(ValueError, match='different AP'):
         aggregate_results([res, trap])
 
+
+
+def test_results_text_line_table_and_cells():
+    res = {'mAP': 0.7406, 'rank1': 0.8439, 'rank5': 0.9312, 'mINP': 0.5, 'cmc': [0.8439], 'ap_mode': 'trapezoid',
+           'gallery_mode': 'official', 'metric': 'cosine', 'num_valid_queries': 3, 'num_queries': 4,
+           'num_skipped_queries': 1}
+    protocol = ('AP: trapezoidal AP (official MARS kit); gallery: official; distance: cosine; '
+                '3/4 queries with a match, 1 skipped')
+    assert format_protocol(res) == protocol
+    assert format_results(res, 'MARS') == f'MARS: mAP 74.1 | Rank-1 84.4 | Rank-5 93.1 | mINP 50.0 [{protocol}]'
+    assert format_results(res, 'MARS', table=True).splitlines() == [
+        '| results | mAP (%) | Rank-1 (%) | Rank-5 (%) | mINP (%) |', '|---|---|---|---|---|',
+        '| MARS | 74.1 | 84.4 | 93.1 | 50.0 |', protocol]
+    # mean and std over splits, read back from a file that lacks the protocol fields
+    agg = {'mAP': 0.8, 'mAP_std': 0.021, 'rank1': 0.9, 'rank1_std': 0.03, 'num_splits': 10}
+    assert results_row(agg) == {'mAP (%)': '80.0 ± 2.1', 'Rank-1 (%)': '90.0 ± 3.0'}
+    assert format_protocol(agg) == 'AP: formula not recorded; gallery: as given; mean ± std over 10 random splits'
+    # several rows: columns in first-seen order, missing cells empty, floats with two decimals
+    assert format_table({'A': {'x': 74.061, 'y': 'a'}, 'B': {'y': 'b', 'z': 2}}, 'Dataset').splitlines() == [
+        '| Dataset | x | y | z |', '|---|---|---|---|', '| A | 74.06 | a |  |', '| B |  | b | 2 |']
 
 def _euclidean(a, b):
     return np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))

@@ -53,21 +53,20 @@ def load_inference_model(
     """An embedding model (num_classes=0, eval mode) from a name, a Hub repo, a folder or a training checkpoint.
 
     Args:
-        spec: A registered name ('m3d_resnet50'), 'hf-hub:ORG/NAME[@REV]', 'local-dir:PATH', or the path of a
-            checkpoint written by `m3d-zoo train` (a .safetensors file or its output folder).
+        spec: A registered name ('m3d_resnet50'), 'hf-hub:ORG/NAME[@REV]', 'local-dir:PATH', a folder written by
+            `save_pretrained`, or a checkpoint written by `m3d-zoo train` (a .safetensors file or its output folder);
+            told apart by `m3d_zoo.models.classify_model_spec`.
         pretrained: For registered names: inflate the ImageNet ResNet (an untrained ReID head otherwise).
         pretrained_file: For registered names: a local 2D ResNet file to inflate.
         device: Where to put the model.
         **kwargs: Model arguments (e.g. num_frames for a registered name).
     """
-    from m3d_zoo.models import create_model
-    if spec.startswith(('hf-hub:', 'local-dir:')):
-        model = create_model(spec, pretrained=True, num_classes=0, **kwargs)
-    elif spec.endswith('.safetensors') or os.path.isdir(spec) or os.path.sep in spec:
-        if not os.path.exists(spec):
-            raise FileNotFoundError(f'Checkpoint {spec} does not exist. --model takes a model name (m3d-zoo list), '
-                                    f'hf-hub:ORG/NAME, local-dir:PATH, or a checkpoint written by m3d-zoo train.')
-        model = model_from_checkpoint(spec, num_classes=0, **kwargs)
+    from m3d_zoo.models import classify_model_spec, create_model
+    what = classify_model_spec(spec)
+    if what.saved:
+        model = create_model(what.name, pretrained=True, num_classes=0, **kwargs)
+    elif what.kind == 'checkpoint':
+        model = model_from_checkpoint(what.name, num_classes=0, **kwargs)
     else:
         model = create_model(spec, pretrained=pretrained, pretrained_file=pretrained_file, num_classes=0, **kwargs)
         if not (pretrained or pretrained_file):

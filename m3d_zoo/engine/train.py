@@ -97,10 +97,6 @@ class _TrainStep(nn.Module):
         return self.module.forward_train(x)
 
 
-def _is_path(spec: str) -> bool:
-    return spec.endswith('.safetensors') or os.path.sep in spec or os.path.isdir(spec)
-
-
 def _load_dataset(name: str, root: str, kwargs: Dict[str, Any]) -> VideoReIDDataset:
     """`create_dataset`, its checks of the name and loader options turned into `TrainingError`s."""
     try:
@@ -122,11 +118,12 @@ def build_model(
 ) -> nn.Module:
     """The model to train: a registered name (clip length and head from the recipe), a saved model
     ('hf-hub:', 'local-dir:') or a training checkpoint to fine-tune, with a classifier of `num_classes`."""
-    from m3d_zoo.models import create_model
-    if model_name.startswith(('hf-hub:', 'local-dir:')):
-        model = create_model(model_name, pretrained=True, num_classes=num_classes, **model_kwargs)
-    elif _is_path(model_name):
-        model = model_from_checkpoint(model_name, num_classes=num_classes, **model_kwargs)
+    from m3d_zoo.models import classify_model_spec, create_model
+    what = classify_model_spec(model_name)
+    if what.saved:
+        model = create_model(what.name, pretrained=True, num_classes=num_classes, **model_kwargs)
+    elif what.kind == 'checkpoint':
+        model = model_from_checkpoint(what.name, num_classes=num_classes, **model_kwargs)
     else:
         kwargs = dict(num_frames=recipe.num_frames, head=recipe.head)
         kwargs.update(model_kwargs)
@@ -571,7 +568,8 @@ def _source_weights(spec, pretrained, pretrained_file, net, ckpt) -> str:
     """What the trained weights started from, for the model card."""
     if ckpt is not None and ckpt.metadata.get('source_weights'):
         return ckpt.metadata['source_weights']
-    if isinstance(spec, str) and (spec.startswith(('hf-hub:', 'local-dir:')) or _is_path(spec)):
+    from m3d_zoo.models import classify_model_spec
+    if isinstance(spec, str) and classify_model_spec(spec).kind != 'name':
         return spec
     if pretrained_file:
         return f'file {os.path.basename(str(pretrained_file))}'

@@ -29,7 +29,7 @@ import torch
 
 __all__ = [
     'EvaluationError',
-    'evaluate_rank', 'evaluate_embeddings', 'FeatureDistance', 'aggregate_results', 'format_results',
+    'evaluate_rank', 'evaluate_embeddings', 'FeatureDistance', 'aggregate_results',
     'AP_MODES', 'compute_distance_matrix',
 ]
 
@@ -485,25 +485,3 @@ def aggregate_results(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     out['num_queries'] = int(sum(r['num_queries'] for r in results))
     out['num_skipped_queries'] = int(sum(r['num_skipped_queries'] for r in results))
     return out
-
-
-def format_results(results: Dict[str, Any], name: Optional[str] = None) -> str:
-    """ One-line summary that always names the AP formula and the gallery convention used. """
-    agg = 'num_splits' in results
-
-    def fmt(k):
-        s = f'{100 * results[k]:.1f}'
-        return s + (f'±{100 * results[k + "_std"]:.1f}' if agg else '')
-
-    parts = [f'mAP {fmt("mAP")}'] + [f'R{r} {fmt(f"rank{r}")}' for r in (1, 5, 10, 20) if f'rank{r}' in results]
-    head = (name + ': ') if name else ''
-    tail = f'[AP: {AP_MODES.get(results.get("ap_mode"), results.get("ap_mode"))}; ' \
-           f'gallery: {results.get("gallery_mode") or "as given"}'
-    if results.get('metric'):
-        tail += f'; distance: {results["metric"]}'
-    if agg:
-        tail += f'; mean±std over {results["num_splits"]} splits'
-    tail += f'; {results["num_valid_queries"]}/{results["num_queries"]} queries with a match'
-    if results['num_skipped_queries']:
-        tail += f', {results["num_skipped_queries"]} skipped'
-    return head + ' | '.join(parts) + ' ' + tail + ']'

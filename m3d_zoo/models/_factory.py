@@ -9,7 +9,7 @@ import os
 import pickle
 import re
 import zipfile
-from typing import Any, List, Optional, Union
+from typing import Any, List, NamedTuple, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -19,10 +19,15 @@ from timm.models import parse_model_name, split_model_name_tag
 from .._io import SafetensorsReadError, safetensors_keys
 from ._inflate import PretrainedFileError, PretrainedMismatchError
 
-__all__ = ['create_model', 'list_models', 'list_pretrained', 'is_model', 'UnknownModelError', 'ZOO_MODULES']
+__all__ = ['create_model', 'list_models', 'list_pretrained', 'is_model', 'UnknownModelError', 'ZOO_MODULES',
+           'ModelSpec', 'classify_model_spec']
 
 # Module (file) names of the model families; timm's registry groups models by them.
 ZOO_MODULES = ('c2d', 'i3d', 'p3d', 'm3d', 'two_stream')
+
+_SPEC_FORMS = ("A model is a registered name (m3d_zoo.list_models(), `m3d-zoo list`), 'hf-hub:ORG/NAME[@REVISION]', "
+               "'local-dir:FOLDER', a folder written by m3d_zoo.save_pretrained, or a checkpoint written by "
+               "`m3d-zoo train` (its .safetensors file or output folder).")
 
 
 class UnknownModelError(ValueError):
@@ -46,18 +51,87 @@ def is_model(model_name: str) -> bool:
 
 def _check_name(model_name: str) -> None:
     base, tag = split_model_name_tag(model_name)
-    names = list_models()
-    if base not in names:
-        near = difflib.get_close_matches(base, names, n=3, cutoff=0.6)
-        hint = f' Did you mean {", ".join(repr(n) for n in near)}?' if near else ''
-        raise UnknownModelError(
-            f"Unknown m3d_zoo model '{base}'.{hint} See m3d_zoo.list_models() (or `m3d-zoo list`) for the "
-            f"{len(names)} models.")
+    if base not in list_models():
+        raise _unknown_name(base)
     if tag:
         tags = [n.split('.', 1)[1] for n in list_pretrained(base) if n.split('.', 1)[0] == base]
         if tag not in tags:
             raise UnknownModelError(
                 f"Model '{base}' has no pretrained tag '{tag}'; available: {', '.join(tags)}.")
+
+
+def _unknown_name(base: str) -> UnknownModelError:
+    """The error for a name the zoo does not have, with the near names."""
+    names = list_models()
+    near = difflib.get_close_matches(base, names, n=3, cutoff=0.6)
+    hint = f' Did you mean {", ".join(repr(n) for n in near)}?' if near else ''
+    return UnknownModelError(f"Unknown m3d_zoo model '{base}'.{hint} See m3d_zoo.list_models() (or `m3d-zoo list`) "
+                             f"for the {len(names)} models.")
+
+
+class ModelSpec(NamedTuple):
+    """What a model spec names.
+
+    Attributes:
+        kind: 'name' (registered), 'hf-hub', 'local-dir', 'saved-model' (a folder written by `save_pretrained`) or
+            'checkpoint' (written by `m3d-zoo train`).
+        name: What loads it: the spec itself for a registered name or a source-prefixed one, 'local-dir:FOLDER' for a
+            saved-model folder (both for `create_model`), the path for a checkpoint (for `model_from_checkpoint`).
+    """
+    kind: str
+    name: str
+
+    @property
+    def saved(self) -> bool:
+        """A model saved with its config.json (Hub repo or folder): `create_model(name, pretrained=True)` loads it."""
+        return self.kind in ('hf-hub', 'local-dir', 'saved-model')
+
+
+def classify_model_spec(spec: str) -> ModelSpec:
+    """Say what a model spec names, by the one rule every command and `train`/`load_inference_model` share.
+
+    In order:
+
+    1. 'hf-hub:ORG/NAME[@REVISION]' or 'local-dir:FOLDER' (timm's source prefixes): kind 'hf-hub' / 'local-dir'.
+    2. A registered name with an optional pretrained tag ('m3d_resnet50', 'm3d_resnet50.tv_in1k'): kind 'name', even
+       if a folder of that name exists here (write './m3d_resnet50' for the folder).
+    3. An existing folder holding config.json (as `save_pretrained` writes it): kind 'saved-model'.
+    4. Any other existing file or folder: kind 'checkpoint' (a .safetensors file written by `m3d-zoo train`, or its
+       output folder; `model_from_checkpoint` says if it is neither).
+
+    Args:
+        spec: What the user gave, e.g. `--model`.
+
+    Returns:
+        The kind and the name that loads it.
+
+    Raises:
+        FileNotFoundError: `spec` is written as a path (a folder separator, '~', a .safetensors suffix) that does not
+            exist.
+        UnknownModelError: `spec` is neither a registered name (with suggestions of near ones) nor an existing path.
+        ValueError: nothing follows a source prefix.
+    """
+    head, colon, _ = spec.partition(':')
+    if colon and head.lower().replace('_', '-') in ('hf-hub', 'local-dir'):  # timm still takes 'hf_hub:'
+        source, _ = parse_model_name(spec)  # timm's check that an id follows the prefix
+        return ModelSpec(source, spec)
+    written_as_path = spec.startswith('~') or spec.endswith('.safetensors') \
+        or any(s in spec for s in (os.sep, os.altsep) if s)
+    if not written_as_path and is_model(spec):
+        return ModelSpec('name', spec)
+    path = os.path.expanduser(spec)
+    if os.path.isdir(path):
+        from ._hub import CONFIG_NAME
+        if os.path.isfile(os.path.join(path, CONFIG_NAME)):
+            return ModelSpec('saved-model', f'local-dir:{path}')
+        return ModelSpec('checkpoint', path)
+    if os.path.exists(path):
+        return ModelSpec('checkpoint', path)
+    if written_as_path:
+        raise FileNotFoundError(f'Model {spec!r} is written as a path, but no such file or folder exists. '
+                                f'{_SPEC_FORMS}')
+    raise UnknownModelError(f'{_unknown_name(split_model_name_tag(spec)[0])} No file or folder {spec!r} exists '
+                            f'either. {_SPEC_FORMS}')
 
 
 def create_model(
