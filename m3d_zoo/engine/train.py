@@ -37,15 +37,16 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 import torch
 import torch.nn as nn
+from timm.utils import distribute_bn
 
-from m3d_zoo.data import ClipDataset, VideoReIDDataset, create_dataset, create_video_transform
+from m3d_zoo.data import (
+    ClipDataset, PKBatchSampler, RandomBatchSampler, VideoReIDDataset, create_dataset, create_video_transform)
 
 from .checkpoint import (
     CheckpointError, atomic_write_text, check_resume_compatible, load_checkpoint, model_from_checkpoint,
     save_checkpoint)
 from .distributed import (
-    DistInfo, RandomBatchSampler, SplitPKBatchSampler, all_gather_object, barrier, broadcast_buffers,
-    broadcast_object, cleanup_distributed, init_distributed, state_dict_sha256)
+    DistInfo, all_gather_object, barrier, broadcast_object, cleanup_distributed, init_distributed, state_dict_sha256)
 from .extract import evaluate_dataset, results_to_json
 from .lock import LOCK_NAME, OutputFolderError, OutputLock, OutputLockedError
 from .losses import ReidLoss
@@ -195,8 +196,8 @@ def build_train_loader(
                     f'P = {recipe.num_pids} identities per batch, but {dataset.name} has {num_ids} training '
                     f'identities. Use --batch-size <= {num_ids * recipe.num_instances} (a multiple of '
                     f'{recipe.num_instances}), or fewer --num-instances.')
-            sampler = SplitPKBatchSampler(clips.pids, recipe.num_pids, recipe.num_instances, seed=recipe.seed,
-                                          num_replicas=info.world_size, rank=info.rank)
+            sampler = PKBatchSampler(clips.pids, recipe.num_pids, recipe.num_instances, seed=recipe.seed,
+                                     num_replicas=info.world_size, rank=info.rank)
         else:
             sampler = RandomBatchSampler(len(clips), recipe.batch_size, seed=recipe.seed,
                                          num_replicas=info.world_size, rank=info.rank)
@@ -502,7 +503,8 @@ def _train(info, model_spec, dataset, root, recipe, output_dir, resume, pretrain
                                recipe.grad_clip, progress=progress and info.is_main,
                                desc=f'epoch {epoch + 1}/{recipe.epochs}')
         logs = _reduce_means(logs, info)
-        broadcast_buffers(net)  # every rank ends the epoch with rank 0's BatchNorm statistics
+        if info.distributed:  # every rank ends the epoch with rank 0's BatchNorm statistics
+            distribute_bn(net, info.world_size)
         lrs = {g.get('name', str(i)): g['lr'] for i, g in enumerate(optimizer.param_groups)}
         done = last_epoch = epoch + 1
         log.write(dict(event='epoch', epoch=done, lr=lrs, time_s=round(time.time() - t0, 2), **logs),
