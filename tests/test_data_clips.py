@@ -8,8 +8,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from m3d_zoo.data import (
-    ClipDataset, PKBatchSampler, EvalClipDataset, VideoTransform, create_video_transform, extract_embeddings,
+    ClipDataset, PKBatchSampler, EvalClipDataset, RandomBatchSampler, VideoTransform, create_video_transform,
     load_tracklet_folder, resolve_video_data_config, sample_train_indices, eval_clip_indices)
+from m3d_zoo.engine import extract_embeddings
 from _fake_datasets import frame_order_value, write_fake_folder
 
 
@@ -122,11 +123,38 @@ def test_pk_batch_sampler():
     assert batches == list(PKBatchSampler(pids, 3, 4, seed=1))  # reproducible
     s.set_epoch(1)
     assert list(s) != batches
-    # DDP: ranks share the same global list and take disjoint, equally long parts
-    r0, r1 = PKBatchSampler(pids, 2, 2, seed=3, num_replicas=2, rank=0), PKBatchSampler(pids, 2, 2, 3, 2, 1)
-    assert len(r0) == len(r1) and not {tuple(b) for b in r0} & {tuple(b) for b in r1}
     with pytest.raises(ValueError, match='identities'):
         PKBatchSampler(pids, num_pids=7)
+
+
+def test_pk_sampler_splits_each_global_batch_by_identity():
+    pids = [i // 3 for i in range(24)]  # 8 identities, 3 tracklets each
+    full = PKBatchSampler(pids, 4, 2, seed=1)
+    ranks = [PKBatchSampler(pids, 4, 2, seed=1, num_replicas=2, rank=r) for r in range(2)]
+    for epoch in (0, 1):
+        for s in [full] + ranks:
+            s.set_epoch(epoch)
+        assert len(ranks[0]) == len(ranks[1]) == len(full) > 0
+        for batch, a, b in zip(full, *ranks):
+            assert a + b == batch and len(a) == 4  # the global batch is the same as with one process
+            ids_a, ids_b = {pids[i] for i in a}, {pids[i] for i in b}
+            assert len(ids_a) == 2 and not ids_a & ids_b  # whole identities (K tracklets each) per rank
+    with pytest.raises(ValueError, match='P .* = 3 identities cannot be split evenly across 2 processes'):
+        PKBatchSampler(pids, 3, 2, num_replicas=2, rank=0)
+
+
+def test_random_sampler_splits_each_global_batch():
+    full = RandomBatchSampler(10, 4, seed=2)
+    ranks = [RandomBatchSampler(10, 4, seed=2, num_replicas=2, rank=r) for r in range(2)]
+    batches = list(full)
+    assert len(batches) == len(full) == 2 and all(len(b) == 4 for b in batches)  # the incomplete batch is dropped
+    assert len(set(sum(batches, []))) == 8
+    assert [a + b for a, b in zip(*ranks)] == batches
+    assert batches == list(RandomBatchSampler(10, 4, seed=2))  # reproducible
+    full.set_epoch(1)
+    assert list(full) != batches
+    with pytest.raises(ValueError, match='batch size = 6 clips cannot be split evenly across 4 processes'):
+        RandomBatchSampler(10, 6, num_replicas=4, rank=0)
 
 
 @pytest.fixture(scope='module')

@@ -213,6 +213,8 @@ _PIDS = [0] * 4 + [1] * 4 + [2] * 4
     (dict(batch_size=8, num_pids=3, num_instances=2), r'num_pids=3 and batch_size=8 disagree'),
     (dict(num_pids=4, num_instances=2), r'P=4 identities per batch requested, the dataset has 3'),
     (dict(num_pids=2, num_instances=2, num_replicas=0), r'num_replicas must be an integer >= 1, got 0'),
+    (dict(num_pids=2, num_instances=2, num_replicas=2, rank=2), r'rank must be an integer in \[0, 2\)'),
+    (dict(num_pids=3, num_instances=2, num_replicas=2, rank=0), r'P .* = 3 identities cannot be split evenly'),
 ])
 def test_pk_sampler_arguments(kw, message):
     # unchecked, num_pids=0 loops forever and num_instances=0 divides by zero

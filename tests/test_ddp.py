@@ -1,5 +1,5 @@
 """`m3d-zoo train` under torchrun: 2 processes, gloo on the CPU, P x K batches split across the ranks, the process
-group's timeout, and the output folder's lock taken by rank 0 for all."""
+group's timeout, and the output folder's lock taken by rank 0 for all (the samplers' split: test_data_clips.py)."""
 import json
 import os
 import socket
@@ -14,23 +14,10 @@ from _fake_datasets import write_fake_folder
 from safetensors.torch import load_file
 
 import m3d_zoo
-from m3d_zoo.engine.distributed import SplitPKBatchSampler, state_dict_sha256
+from m3d_zoo.engine.distributed import state_dict_sha256
 from m3d_zoo.engine.train import LOCK_NAME
 
 TORCHRUN = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2']
-
-
-def test_split_pk_sampler_splits_each_batch_by_identity():
-    pids = [i // 3 for i in range(24)]  # 8 identities, 3 tracklets each
-    full = list(SplitPKBatchSampler(pids, 4, 2, seed=1))
-    ranks = [list(SplitPKBatchSampler(pids, 4, 2, seed=1, num_replicas=2, rank=r)) for r in range(2)]
-    assert len(ranks[0]) == len(ranks[1]) == len(full) > 0
-    for batch, a, b in zip(full, *ranks):
-        assert a + b == batch and len(a) == 4  # the global batch is the same as with one process
-        ids_a, ids_b = {pids[i] for i in a}, {pids[i] for i in b}
-        assert len(ids_a) == 2 and not ids_a & ids_b  # whole identities (K tracklets each) per rank
-    with pytest.raises(ValueError, match='cannot be split evenly across 2 processes'):
-        SplitPKBatchSampler(pids, 3, 2, num_replicas=2, rank=0)
 
 
 def _train_cmd(root, out):

@@ -218,7 +218,12 @@ def test_resume_continues_exactly(gait_root, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     lines = [json.loads(x) for x in (tmp_path / 'split' / 'metrics.jsonl').read_text().splitlines()]
-    assert [x['epoch'] for x in lines if x['event'] == 'epoch'] == [1, 2]
+    epochs = [x for x in lines if x['event'] == 'epoch']
+    assert [x['epoch'] for x in epochs] == [1, 2]
+    # the optimizer-step count (per-step schedules) carries over too
+    steps = [load_checkpoint(tmp_path / run / 'last.safetensors').train_state['num_updates']
+             for run in ('straight', 'split')]
+    assert steps[0] == steps[1] == sum(x['steps'] for x in epochs) > 0
 
 
 def test_resume_into_another_architecture_fails_clearly(gait_root, tmp_path):

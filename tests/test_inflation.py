@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import m3d_zoo
-from m3d_zoo.models import PretrainedMismatchError, inflate_kernel
+from m3d_zoo.models import PretrainedMismatchError, inflate_kernel, inflate_state_dict
 from m3d_zoo.models._inflate import PretrainedFileError, is_new_key
 
 FAMILIES = ['i3d', 'p3d_a', 'p3d_b', 'p3d_c', 'm3d', 'm3d_ral', 'm3d_ral_s', 'm3d_ral_t', 'm3d_ral_c']
@@ -176,6 +176,14 @@ def test_torch_checkpoint_file_loads_with_weights_only(ckpt_2d, tmp_path):
     torch.save({'state_dict': sd}, path)
     model = m3d_zoo.create_model('m3d_resnet18', pretrained_file=path)
     torch.testing.assert_close(model.conv1.weight[:, :, 0], sd['conv1.weight'])
+
+
+@pytest.mark.parametrize('prefix', ['module.', '_orig_mod.', '_orig_mod.module.'])
+def test_a_2d_state_dict_saved_from_ddp_or_compile_inflates(ckpt_2d, prefix):
+    sd = safetensors.torch.load_file(str(ckpt_2d['resnet18']))
+    model = m3d_zoo.create_model('i3d_resnet18')
+    out = inflate_state_dict({prefix + k: v for k, v in sd.items()}, model)
+    torch.testing.assert_close(out['layer1.0.conv1.weight'][:, :, 1], sd['layer1.0.conv1.weight'])
 
 
 def test_mismatched_checkpoint_names_keys(ckpt_2d, tmp_path):

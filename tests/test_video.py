@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from m3d_zoo.data.tracks import TrackFileError, read_tracks, split_tracks, write_tracks
+from m3d_zoo.data.tracks import TrackFileError, read_tracks, split_tracks
 from m3d_zoo.data.video import (
     CropClipDataset, VideoError, check_tracks_fit_video, crop_box, iter_frames, probe_video, read_crop_cache,
     stream_tracklets, write_crop_cache)

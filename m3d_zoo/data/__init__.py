@@ -2,14 +2,13 @@
 identity-balanced batches and clip transforms. """
 from .base import DatasetError, Tracklet, VideoReIDDataset, natural_key, read_image, verify_images
 from .clip_dataset import (
-    CLIP_SAMPLING_MODES, ClipDataset, EvalClipDataset, extract_embeddings, sample_train_indices, eval_clip_indices,
-    tracklet_labels)
+    CLIP_SAMPLING_MODES, ClipDataset, EvalClipDataset, sample_train_indices, eval_clip_indices, tracklet_labels)
 from .dataset_factory import create_dataset, list_datasets
 from .folder import load_tracklet_folder
 from .ilidsvid import load_ilidsvid
 from .mars import MARS_GALLERY_MODES, load_mars
 from .prid2011 import load_prid2011
-from .samplers import PKBatchSampler
+from .samplers import PKBatchSampler, RandomBatchSampler
 from .splits import make_random_splits
 from .synthetic import make_synthetic_gait
 from .transforms import VideoTransform, create_video_transform, resolve_video_data_config

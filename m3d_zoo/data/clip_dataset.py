@@ -4,21 +4,20 @@ Training (`ClipDataset`): each access draws one clip of T frames from a tracklet
 a random start (the paper: "we sample T adjacent frames from each video sequence") or one random frame in each of
 T equal segments (TSN-style, covering the whole tracklet). Test (`EvalClipDataset`): the paper's protocol, every
 tracklet of length L gives floor(L/T) consecutive, non-overlapping clips (a tracklet shorter than T is looped to
-T frames); `extract_embeddings` averages the clip embeddings of each tracklet.
+T frames); `m3d_zoo.engine.extract_embeddings` averages the clip embeddings of each tracklet.
 """
 import random
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .base import Tracklet, read_image
 from .transforms import create_video_transform
 
 __all__ = [
-    'sample_train_indices', 'eval_clip_indices', 'ClipDataset', 'EvalClipDataset', 'extract_embeddings',
-    'tracklet_labels', 'CLIP_SAMPLING_MODES',
+    'sample_train_indices', 'eval_clip_indices', 'ClipDataset', 'EvalClipDataset', 'tracklet_labels',
+    'CLIP_SAMPLING_MODES',
 ]
 
 CLIP_SAMPLING_MODES = ('consecutive', 'segments')
@@ -158,8 +157,8 @@ class ClipDataset(Dataset):
 class EvalClipDataset(Dataset):
     """ Test dataset: every clip of every tracklet, as (clip (3, T, H, W), tracklet index).
 
-    Clips of one tracklet are contiguous items, in temporal order. `extract_embeddings` averages them back into
-    one embedding per tracklet.
+    Clips of one tracklet are contiguous items, in temporal order. `m3d_zoo.engine.extract_embeddings` averages them
+    back into one embedding per tracklet.
 
     Args:
         tracklets: e.g. `dataset.query` or `dataset.gallery`.
@@ -190,60 +189,3 @@ class EvalClipDataset(Dataset):
         ti, idxs = self.items[index]
         return _load_clip(self.tracklets[ti], idxs, self.transform), ti
 
-
-@torch.no_grad()
-def extract_embeddings(
-        model: Callable[[torch.Tensor], torch.Tensor],
-        dataset: EvalClipDataset,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        device: Optional[torch.device] = None,
-        amp_dtype: Optional[torch.dtype] = None,
-        pin_memory: bool = False,
-) -> torch.Tensor:
-    """ One embedding per tracklet: the mean of its clip embeddings.
-
-    Args:
-        model: Callable mapping a batch (B, 3, T, H, W) to embeddings (B, D); an `nn.Module` is put in eval mode
-            for the call and restored afterwards.
-        dataset: A `EvalClipDataset`.
-        batch_size: Clips per forward pass.
-        num_workers: DataLoader workers.
-        device: Where to run the model (default: the model's parameters' device, else CPU).
-        amp_dtype: Autocast dtype (e.g. torch.bfloat16), None for full precision.
-        pin_memory: Pin host memory of the batches.
-
-    Returns:
-        Float32 CPU tensor (num_tracklets, D), rows in the order of `dataset.tracklets`.
-    """
-    if device is None:
-        param = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
-        device = param.device if param is not None else torch.device('cpu')
-    device = torch.device(device)
-    was_training = isinstance(model, torch.nn.Module) and model.training
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory)
-    n = len(dataset.tracklets)
-    sums = None
-    counts = torch.zeros(n, dtype=torch.float64)
-    try:
-        for clips, tidx in loader:
-            clips = clips.to(device, non_blocking=pin_memory)
-            if amp_dtype is not None:
-                with torch.autocast(device_type=device.type, dtype=amp_dtype):
-                    emb = model(clips)
-            else:
-                emb = model(clips)
-            emb = emb.detach().float().cpu().double()  # float64 sums: thousands of clips per tracklet stay exact
-            if sums is None:
-                sums = torch.zeros(n, emb.shape[1], dtype=torch.float64)
-            sums.index_add_(0, tidx, emb)
-            counts.index_add_(0, tidx, torch.ones(len(tidx), dtype=torch.float64))
-    finally:
-        if was_training:
-            model.train()
-    if sums is None:
-        raise ValueError('the test dataset has no clips')
-    return (sums / counts.clamp_min(1).unsqueeze(1)).float()

@@ -23,6 +23,7 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 import torch.nn as nn
+from timm.utils import unwrap_model
 
 from .. import _io
 from .._io import (
@@ -31,7 +32,7 @@ from ..version import __version__
 
 __all__ = [
     'CheckpointError', 'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'resolve_checkpoint_path',
-    'atomic_write_bytes', 'atomic_write_text', 'unwrap_model', 'check_resume_compatible', 'model_from_checkpoint',
+    'atomic_write_bytes', 'atomic_write_text', 'check_resume_compatible', 'model_from_checkpoint',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -41,17 +42,6 @@ WEIGHTS_SUFFIX = '.safetensors'
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read, or does not fit the model it should resume."""
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The model inside DistributedDataParallel / torch.compile / the training wrapper."""
-    while True:
-        if hasattr(model, 'module') and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, '_orig_mod'):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def _checkpoint_error(e: WriteError, keep: str) -> CheckpointError:

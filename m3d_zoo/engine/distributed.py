@@ -1,31 +1,25 @@
-""" torchrun support: process-group setup, rank helpers, and batch samplers that split each batch across ranks.
+""" torchrun support: process-group setup and rank helpers.
 
 Under `torchrun --nproc_per_node N` the environment holds RANK, WORLD_SIZE and LOCAL_RANK; `init_distributed`
 joins the process group (nccl on GPUs, gloo on CPUs) with a collective timeout long enough for rank 0's
 evaluation, which the other ranks wait for at a barrier (`DEFAULT_DIST_TIMEOUT_MIN`, `--dist-timeout`).
 
-The samplers build the same global batches on every rank (from the seed and the epoch) and give each rank its
-slice, so the global batch, hence the recipe's learning rate, does not depend on the number of processes, and a
-P x K batch is split by whole identities: every rank's share still holds K tracklets of each of its identities,
-which the batch-hard triplet loss mines within.
+The batch samplers (`m3d_zoo.data.PKBatchSampler`, `RandomBatchSampler`) give each rank its slice of every global
+batch.
 """
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Iterator, Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
 
 from m3d_zoo._io import sha256_chunks
-from m3d_zoo.data import PKBatchSampler
 
 __all__ = [
     'DistInfo', 'DeviceError', 'DEFAULT_DIST_TIMEOUT_MIN', 'resolve_device', 'init_distributed', 'cleanup_distributed',
-    'is_main_process', 'barrier', 'broadcast_buffers', 'broadcast_object', 'state_dict_sha256', 'all_gather_object',
-    'SplitPKBatchSampler', 'RandomBatchSampler',
+    'is_main_process', 'barrier', 'broadcast_object', 'state_dict_sha256', 'all_gather_object',
 ]
 
 # Rank 0 evaluates while the other ranks wait at a barrier; a full MARS evaluation can take far longer than
@@ -138,18 +132,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-@torch.no_grad()
-def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
-    """Copy rank `src`'s buffers (BatchNorm running statistics) to every rank.
-
-    DDP broadcasts buffers at the start of each forward, so after the last step of an epoch each rank holds running
-    statistics updated with its own batch; this makes them equal before evaluating or saving.
-    """
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        for b in model.buffers():
-            dist.broadcast(b, src)
-
-
 def state_dict_sha256(model: torch.nn.Module) -> str:
     """A hash of every tensor of the model's state dict (names, dtypes, shapes and bytes)."""
     return sha256_chunks(_tensor_chunks(model))
@@ -180,81 +162,3 @@ def all_gather_object(obj):
     dist.all_gather_object(out, obj)
     return out
 
-
-def _check_split(what: str, n: int, world_size: int, unit: str):
-    if n % world_size:
-        raise ValueError(
-            f'{what} = {n} {unit} cannot be split evenly across {world_size} processes: use a multiple of '
-            f'{world_size} (e.g. {max(world_size, n - n % world_size)}), or another --nproc_per_node.')
-
-
-class SplitPKBatchSampler(Sampler[List[int]]):
-    """P x K identity batches, each split across ranks by whole identities (P / world_size identities per rank).
-
-    Args:
-        pids: Identity label of every dataset item.
-        num_pids: P, identities per global batch.
-        num_instances: K, tracklets per identity.
-        seed: Base seed; the batches depend only on it and the epoch.
-        num_replicas: World size.
-        rank: This process's rank.
-    """
-
-    def __init__(
-            self,
-            pids: Sequence[int],
-            num_pids: int,
-            num_instances: int,
-            seed: int = 0,
-            num_replicas: int = 1,
-            rank: int = 0,
-    ):
-        _check_split('P (identities per batch: batch size / num_instances)', num_pids, num_replicas, 'identities')
-        self.inner = PKBatchSampler(pids, num_pids, num_instances, seed=seed)  # global batches, same on every rank
-        self.share = num_pids // num_replicas * num_instances
-        self.rank = rank
-        self.num_replicas = num_replicas
-
-    def set_epoch(self, epoch: int) -> None:
-        self.inner.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[List[int]]:
-        for batch in self.inner:
-            yield batch[self.rank * self.share:(self.rank + 1) * self.share]
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-
-class RandomBatchSampler(Sampler[List[int]]):
-    """Shuffled batches of `batch_size` items (the last, incomplete one dropped), split across ranks.
-
-    Args:
-        num_items: Dataset length.
-        batch_size: Global batch size (all ranks together).
-        seed: Base seed; the order depends only on it and the epoch.
-        num_replicas: World size.
-        rank: This process's rank.
-    """
-
-    def __init__(self, num_items: int, batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
-        _check_split('the batch size', batch_size, num_replicas, 'clips')
-        self.num_items = num_items
-        self.batch_size = batch_size
-        self.seed = seed
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.share = batch_size // num_replicas
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[List[int]]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
-        for i in range(len(self)):
-            batch = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield batch[self.rank * self.share:(self.rank + 1) * self.share].tolist()
-
-    def __len__(self) -> int:
-        return self.num_items // self.batch_size

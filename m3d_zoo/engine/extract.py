@@ -1,4 +1,5 @@
-""" Feature extraction and evaluation: models from any source, embeddings files, ReID metrics.
+""" Feature extraction and evaluation: models from any source, tracklet embeddings (the mean of their clips'),
+embeddings files, ReID metrics.
 
 An embeddings file is safetensors with the tensors
 
@@ -14,14 +15,14 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils.data import DataLoader
 
-from m3d_zoo.data import EvalClipDataset, Tracklet, VideoReIDDataset, create_video_transform
-from m3d_zoo.data import extract_embeddings as _extract_clip_embeddings
+from m3d_zoo.data import EvalClipDataset, Tracklet, VideoReIDDataset, create_video_transform, tracklet_labels
 from m3d_zoo.data.base import DatasetError, list_images, natural_key
 from m3d_zoo.eval import evaluate_embeddings
 
@@ -29,9 +30,9 @@ from .._io import SafetensorsReadError, read_safetensors, write_safetensors
 from .checkpoint import model_from_checkpoint
 
 __all__ = [
-    'EmbeddingsError', 'SPLIT_CODES', 'load_inference_model', 'embed_tracklets', 'extract_dataset',
-    'find_tracklet_folders', 'save_embeddings', 'load_embeddings', 'evaluate_dataset', 'evaluate_embeddings_file',
-    'results_to_json',
+    'EmbeddingsError', 'SPLIT_CODES', 'load_inference_model', 'extract_embeddings', 'embed_tracklets',
+    'extract_dataset', 'find_tracklet_folders', 'save_embeddings', 'load_embeddings', 'evaluate_dataset',
+    'evaluate_embeddings_file', 'results_to_json',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -79,6 +80,64 @@ def _model_frames(model: nn.Module, num_frames: Optional[int]) -> int:
     return int(num_frames or getattr(model, 'num_frames', 8))
 
 
+@torch.no_grad()
+def extract_embeddings(
+        model: Callable[[torch.Tensor], torch.Tensor],
+        dataset: EvalClipDataset,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        device: Optional[torch.device] = None,
+        amp_dtype: Optional[torch.dtype] = None,
+        pin_memory: bool = False,
+) -> torch.Tensor:
+    """ One embedding per tracklet: the mean of its clip embeddings.
+
+    Args:
+        model: Callable mapping a batch (B, 3, T, H, W) to embeddings (B, D); an `nn.Module` is put in eval mode
+            for the call and restored afterwards.
+        dataset: An `m3d_zoo.data.EvalClipDataset`.
+        batch_size: Clips per forward pass.
+        num_workers: DataLoader workers.
+        device: Where to run the model (default: the model's parameters' device, else CPU).
+        amp_dtype: Autocast dtype (e.g. torch.bfloat16), None for full precision.
+        pin_memory: Pin host memory of the batches.
+
+    Returns:
+        Float32 CPU tensor (num_tracklets, D), rows in the order of `dataset.tracklets`.
+    """
+    if device is None:
+        param = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
+        device = param.device if param is not None else torch.device('cpu')
+    device = torch.device(device)
+    was_training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model.eval()
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory)
+    n = len(dataset.tracklets)
+    sums = None
+    counts = torch.zeros(n, dtype=torch.float64)
+    try:
+        for clips, tidx in loader:
+            clips = clips.to(device, non_blocking=pin_memory)
+            if amp_dtype is not None:
+                with torch.autocast(device_type=device.type, dtype=amp_dtype):
+                    emb = model(clips)
+            else:
+                emb = model(clips)
+            emb = emb.detach().float().cpu().double()  # float64 sums: thousands of clips per tracklet stay exact
+            if sums is None:
+                sums = torch.zeros(n, emb.shape[1], dtype=torch.float64)
+            sums.index_add_(0, tidx, emb)
+            counts.index_add_(0, tidx, torch.ones(len(tidx), dtype=torch.float64))
+    finally:
+        if was_training:
+            model.train()
+    if sums is None:
+        raise ValueError('the test dataset has no clips')
+    return (sums / counts.clamp_min(1).unsqueeze(1)).float()
+
+
 def embed_tracklets(
         model: nn.Module,
         tracklets: Sequence[Tracklet],
@@ -97,7 +156,7 @@ def embed_tracklets(
     ds = EvalClipDataset(tracklets, _model_frames(model, num_frames), transform, max_clips=max_clips)
     # a model with a classifier (e.g. during training) returns logits: take its embedding instead
     net = _Embedder(model) if getattr(model, 'num_classes', 0) and hasattr(model, 'forward_head') else model
-    return _extract_clip_embeddings(
+    return extract_embeddings(
         net, ds, batch_size=batch_size, num_workers=num_workers, device=device, amp_dtype=amp_dtype,
         pin_memory=device is not None and torch.device(device).type == 'cuda')
 
@@ -234,15 +293,10 @@ def evaluate_dataset(
     """Query/gallery embeddings of `dataset` and their CMC/mAP (the paper's clip-averaging protocol)."""
     q = embed_tracklets(model, dataset.query, **kwargs)
     g = embed_tracklets(model, dataset.gallery, **kwargs)
-    qp, qc = _labels(dataset.query)
-    gp, gc = _labels(dataset.gallery)
+    qp, qc = tracklet_labels(dataset.query)
+    gp, gc = tracklet_labels(dataset.gallery)
     return evaluate_embeddings(q, g, qp, gp, qc, gc, metric=metric, ap_mode=ap_mode,
                                gallery_mode=dataset.gallery_mode)
-
-
-def _labels(tracklets):
-    return (np.array([t.pid for t in tracklets], dtype=np.int64),
-            np.array([t.camid for t in tracklets], dtype=np.int64))
 
 
 def evaluate_embeddings_file(

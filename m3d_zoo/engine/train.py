@@ -8,6 +8,9 @@ The same call under `torchrun --nproc_per_node N` trains with DistributedDataPar
 same global batches and takes its slice; rank 0 evaluates, writes checkpoints and metrics, the others wait (for up to
 `dist_timeout` minutes, `--dist-timeout`).
 
+`train` takes the output folder's lock and runs a `Trainer`, whose steps are short methods: setup (constructor),
+`train_epoch` / `train_step`, `should_evaluate` / `evaluate`, `save_checkpoints`, `should_stop`, `finish`.
+
 One run at a time per output folder: the run (rank 0) holds `train.lock` there, which names its pid, host and start
 time, from start to end. A second run on the folder is refused; a lock left by a run that died on this host (its pid
 is gone) is taken over with a warning; `force_unlock` (`--force-unlock`) takes over one left on another host.
@@ -31,28 +34,31 @@ import os
 import random
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
+from timm.utils import distribute_bn, unwrap_model
 
-from m3d_zoo.data import ClipDataset, VideoReIDDataset, create_dataset, create_video_transform
+from m3d_zoo.data import (
+    ClipDataset, PKBatchSampler, RandomBatchSampler, VideoReIDDataset, create_dataset, create_video_transform)
 
 from .checkpoint import (
-    CheckpointError, atomic_write_text, check_resume_compatible, load_checkpoint, model_from_checkpoint,
+    Checkpoint, CheckpointError, atomic_write_text, check_resume_compatible, load_checkpoint, model_from_checkpoint,
     save_checkpoint)
 from .distributed import (
-    DistInfo, RandomBatchSampler, SplitPKBatchSampler, all_gather_object, barrier, broadcast_buffers,
-    broadcast_object, cleanup_distributed, init_distributed, state_dict_sha256)
+    DistInfo, all_gather_object, barrier, broadcast_object, cleanup_distributed, init_distributed, state_dict_sha256)
 from .extract import evaluate_dataset, results_to_json
 from .lock import LOCK_NAME, OutputFolderError, OutputLock, OutputLockedError
 from .losses import ReidLoss
 from .recipes import TrainRecipe, UnknownRecipeError, get_recipe
 
-__all__ = ['train', 'build_model', 'build_optimizer', 'build_scheduler', 'build_train_loader', 'train_one_epoch',
-           'seed_everything', 'TrainingError', 'OutputLockedError', 'OutputFolderError', 'OutputLock', 'LOCK_NAME']
+__all__ = ['train', 'Trainer', 'TrainOptions', 'build_model', 'build_optimizer', 'build_scheduler',
+           'build_train_loader', 'seed_everything', 'TrainingError', 'OutputLockedError', 'OutputFolderError',
+           'OutputLock', 'LOCK_NAME']
 
 _logger = logging.getLogger(__name__)
 
@@ -192,8 +198,8 @@ def build_train_loader(
                     f'P = {recipe.num_pids} identities per batch, but {dataset.name} has {num_ids} training '
                     f'identities. Use --batch-size <= {num_ids * recipe.num_instances} (a multiple of '
                     f'{recipe.num_instances}), or fewer --num-instances.')
-            sampler = SplitPKBatchSampler(clips.pids, recipe.num_pids, recipe.num_instances, seed=recipe.seed,
-                                          num_replicas=info.world_size, rank=info.rank)
+            sampler = PKBatchSampler(clips.pids, recipe.num_pids, recipe.num_instances, seed=recipe.seed,
+                                     num_replicas=info.world_size, rank=info.rank)
         else:
             sampler = RandomBatchSampler(len(clips), recipe.batch_size, seed=recipe.seed,
                                          num_replicas=info.world_size, rank=info.rank)
@@ -227,62 +233,6 @@ def _amp_setup(device: torch.device, amp: Optional[bool], amp_dtype: Optional[st
     return dtype, scaler
 
 
-def train_one_epoch(
-        model: nn.Module,
-        loader,
-        loss_fn: ReidLoss,
-        optimizer: torch.optim.Optimizer,
-        device: torch.device,
-        amp_dtype: Optional[torch.dtype] = None,
-        scaler=None,
-        grad_clip: Optional[float] = None,
-        progress: bool = False,
-        desc: str = '',
-) -> Dict[str, float]:
-    """One pass over `loader`; returns the mean of each logged value over this rank's steps (and `steps`)."""
-    model.train()
-    sums: Dict[str, float] = {}
-    steps = 0
-    it = loader
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        it = bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
-    for clips, pids, _ in it:
-        clips = clips.to(device, non_blocking=True)
-        pids = pids.to(device, non_blocking=True)
-        ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-        with ctx:
-            out = model(clips)
-        loss, logs = loss_fn(out, pids)
-        if not math.isfinite(logs['loss']):
-            raise FloatingPointError(f'the loss is {logs["loss"]} at step {steps} ({desc}): lower --lr, or check '
-                                     f'the data.')
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-        for k, v in logs.items():
-            sums[k] = sums.get(k, 0.) + v
-        steps += 1
-        if bar is not None:
-            bar.set_postfix(loss=f'{logs["loss"]:.3f}', refresh=False)
-    if bar is not None:
-        bar.close()
-    out = {k: v / max(steps, 1) for k, v in sums.items()}
-    out['steps'] = steps
-    return out
-
-
 def _reduce_means(logs: Dict[str, float], info: DistInfo) -> Dict[str, float]:
     """Average per-rank epoch means over ranks (every rank runs the same number of steps)."""
     if not info.distributed:
@@ -313,6 +263,337 @@ class _MetricsLog:
                 f.write(json.dumps(record) + '\n')
         if echo:
             print(echo, flush=True)
+
+
+@dataclass
+class TrainOptions:
+    """What a run trains and how, besides the recipe; the fields are `train`'s arguments of the same names."""
+    model: Union[str, nn.Module, None]
+    dataset: Union[str, VideoReIDDataset]
+    root: Optional[str] = None
+    resume: Optional[Union[str, Path]] = None
+    pretrained: bool = False
+    pretrained_file: Optional[str] = None
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    dataset_kwargs: Dict[str, Any] = field(default_factory=dict)
+    amp: Optional[bool] = None
+    amp_dtype: Optional[str] = None
+    grad_checkpointing: bool = False
+    sync_bn: bool = False
+    num_workers: int = 4
+    eval_batch_size: int = 16
+    progress: bool = True
+    push_to_hub: Optional[str] = None
+
+
+class Trainer:
+    """One training run (one process or a torchrun rank), from its options to its summary.
+
+    Construction sets the run up: resume checkpoint, data, model, optimisation, the resumed state, DDP, and the run's
+    config (recipe.json). `run` then repeats `train_epoch`, `evaluate` (when `should_evaluate`) and
+    `save_checkpoints` until `should_stop`, and ends with `finish`. The learning rate follows the recipe's schedule
+    per epoch (`_start_epoch`) and per optimizer step (`_end_step`).
+
+    Attributes:
+        epoch: Epochs done (the next epoch's 0-based index).
+        num_updates: Optimizer steps done.
+        best_map: Best mAP so far (-1 before any evaluation); `best_epoch` is its epoch.
+    """
+
+    def __init__(self, info: DistInfo, recipe: TrainRecipe, output_dir: Union[str, Path], opts: TrainOptions):
+        self.info, self.recipe, self.opts = info, recipe, opts
+        self.output_dir = Path(output_dir)
+        self.log = _MetricsLog(self.output_dir / 'metrics.jsonl', info.is_main)
+        if opts.sync_bn and info.device.type != 'cuda':
+            raise TrainingError('--sync-bn needs GPUs (nccl); on CPUs DDP keeps rank 0\'s BatchNorm statistics.')
+        self.epoch, self.num_updates, self.best_map, self.best_epoch = 0, 0, -1.0, None
+        self.last_results: Optional[Dict[str, Any]] = None
+        ckpt = self._read_resume()  # first, so that a wrong file fails before anything is loaded or written
+        spec = ckpt.architecture if opts.model is None and ckpt is not None else opts.model
+        if spec is None:
+            raise TrainingError('No model: pass --model NAME (m3d-zoo list), or --resume a checkpoint.')
+        self.data = self._load_data()
+        self.model = _TrainStep(self._build_net(spec, ckpt))
+        self._build_optimization()
+        if ckpt is not None:
+            self._restore(ckpt)
+        if info.distributed:
+            # buffers (BatchNorm statistics) are broadcast from rank 0 at every forward, DDP's default
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[info.device] if info.device.type == 'cuda' else None)
+        self._write_config(ckpt)
+
+    @property
+    def net(self) -> nn.Module:
+        """The zoo model being trained, outside its DDP and `forward_train` wrappers."""
+        return unwrap_model(self.model)
+
+    # --- setup
+
+    def _read_resume(self) -> Optional[Checkpoint]:
+        if self.opts.resume is None:
+            return None
+        ckpt = load_checkpoint(self.opts.resume)
+        if ckpt.train_state is None:
+            raise CheckpointError(f'{ckpt.path} holds weights only (no training state): it cannot be resumed. '
+                                  f'Resume from last.safetensors, or fine-tune from it with --model {ckpt.path}.')
+        return ckpt
+
+    def _load_data(self) -> VideoReIDDataset:
+        opts = self.opts
+        if isinstance(opts.dataset, str):
+            if opts.root is None:
+                raise TrainingError(f'--root is required with --dataset {opts.dataset}.')
+            data = _load_dataset(opts.dataset, opts.root, opts.dataset_kwargs)
+        else:
+            data = opts.dataset
+        if not data.train:
+            raise TrainingError(f'{data.name} has no training tracklets: check --root (a folder dataset needs a '
+                                f'train/ folder of identities) and --dataset.')
+        return data
+
+    def _build_net(self, spec: Union[str, nn.Module], ckpt: Optional[Checkpoint]) -> nn.Module:
+        opts = self.opts
+        seed_everything(self.recipe.seed)  # the same initial weights on every rank (DDP also broadcasts them)
+        if isinstance(spec, nn.Module):
+            net = spec
+        else:
+            net = build_model(spec, self.data.num_train_pids, self.recipe, opts.pretrained, opts.pretrained_file,
+                              **opts.model_kwargs)
+        self.arch = (getattr(net, 'pretrained_cfg', None) or {}).get('architecture', type(net).__name__)
+        self.source_weights = _source_weights(spec, opts.pretrained, opts.pretrained_file, net, ckpt)
+        if ckpt is not None:
+            check_resume_compatible(ckpt, net)
+        if opts.grad_checkpointing:
+            net.set_grad_checkpointing(True)
+        net.to(self.info.device)
+        if opts.sync_bn and self.info.distributed:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        return net
+
+    def _build_optimization(self):
+        recipe = self.recipe
+        self.optimizer = build_optimizer(self.net, recipe)
+        self.scheduler = build_scheduler(self.optimizer, recipe)
+        self.amp_dtype, self.scaler = _amp_setup(self.info.device, self.opts.amp, self.opts.amp_dtype)
+        self.loss_fn = ReidLoss(recipe.ce_weight, recipe.label_smoothing, recipe.triplet_weight, recipe.triplet_margin)
+        self.loader = build_train_loader(self.data, self.net, recipe, self.info, self.opts.num_workers)
+
+    def _restore(self, ckpt: Checkpoint):
+        """Weights, optimizer, grad scaler and counters of the checkpoint.
+
+        The lr schedule is a function of the recipe and the epoch: rebuilt from the recipe (not loaded), so a resumed
+        run may extend --epochs or move --decay-epochs; with the same recipe it is the saved one.
+        """
+        state = ckpt.train_state
+        self.net.load_state_dict(ckpt.state_dict, strict=True)
+        self.optimizer.load_state_dict(state['optimizer'])
+        if self.scaler is not None and state.get('scaler'):
+            self.scaler.load_state_dict(state['scaler'])
+        self.epoch = int(state['epoch'])
+        self.num_updates = int(state.get('num_updates', 0))
+        self.best_map = float(state.get('best_map', -1.0))
+        self.best_epoch = state.get('best_epoch')
+        saved = state.get('recipe') or {}
+        changed = {k: (saved[k], v) for k, v in self.recipe.to_dict().items()
+                   if k in saved and saved[k] != v and k not in ('epochs', 'eval_interval', 'eval_max_clips')}
+        if changed and self.info.is_main:
+            _logger.warning(f'Resuming with a recipe that differs from the checkpoint\'s: {changed} (checkpoint, '
+                            f'now); the new values apply from epoch {self.epoch + 1}.')
+
+    def _write_config(self, ckpt: Optional[Checkpoint]):
+        info, recipe, data = self.info, self.recipe, self.data
+        run_cfg = {'event': 'config', 'model': self.arch, 'model_args': getattr(self.net, 'model_args', None),
+                   'dataset': data.name, 'num_train_ids': data.num_train_pids, 'num_train_tracklets': len(data.train),
+                   'recipe': recipe.to_dict(), 'world_size': info.world_size, 'device': str(info.device),
+                   'amp': str(self.amp_dtype) if self.amp_dtype else None,
+                   'grad_checkpointing': self.opts.grad_checkpointing, 'start_epoch': self.epoch,
+                   'resumed_from': str(ckpt.path) if ckpt else None, 'steps_per_epoch': len(self.loader),
+                   'dist_timeout_min': info.timeout_min if info.distributed else None}
+        if info.is_main:
+            atomic_write_text(self.output_dir / 'recipe.json', json.dumps(run_cfg, indent=2, default=str) + '\n')
+        self.log.write(run_cfg, echo=f'Training {self.arch} on {data.name} ({data.num_train_pids} ids, '
+                                     f'{len(data.train)} tracklets), recipe {recipe.name}, {len(self.loader)} '
+                                     f'steps/epoch x {info.world_size} process(es), epochs {self.epoch + 1}..'
+                                     f'{recipe.epochs}, output {self.output_dir}')
+
+    # --- the loop
+
+    def run(self) -> Dict[str, Any]:
+        """Train to the end of the recipe; the summary (see `finish`)."""
+        while not self.should_stop():
+            self.train_epoch()
+            results = self.evaluate() if self.should_evaluate() else None
+            self.save_checkpoints(results)
+            barrier()  # the other ranks wait for evaluation and checkpoints
+        return self.finish()
+
+    def should_stop(self) -> bool:
+        """Whether the run is over, asked before each epoch."""
+        return self.epoch >= self.recipe.epochs
+
+    def should_evaluate(self) -> bool:
+        """Whether to evaluate after the epoch just done: every `eval_interval` epochs and after the last."""
+        interval = self.recipe.eval_interval
+        return interval > 0 and (self.epoch % interval == 0 or self.epoch == self.recipe.epochs)
+
+    def _start_epoch(self):
+        """Reseed everything and set the sampler and the lr for epoch `self.epoch` (0-based)."""
+        seed_everything(self.recipe.seed, self.epoch + 1, self.info.rank)
+        self.loader.batch_sampler.set_epoch(self.epoch)
+        self.scheduler.step(self.epoch)
+
+    def _end_step(self):
+        """Count the optimizer step and advance per-step lr schedules (timm's t_in_epochs=False; epoch ones skip it)."""
+        self.num_updates += 1
+        self.scheduler.step_update(self.num_updates)
+
+    def train_epoch(self) -> Dict[str, float]:
+        """One pass over the epoch's batches; the mean of each logged value over all ranks' steps (and `steps`)."""
+        t0 = time.time()
+        self._start_epoch()
+        self.model.train()
+        sums: Dict[str, float] = {}
+        steps = 0
+        bar = self._progress_bar()
+        for clips, pids, _ in bar if bar is not None else self.loader:
+            logs = self.train_step(clips, pids)
+            self._end_step()
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.) + v
+            steps += 1
+            if bar is not None:
+                bar.set_postfix(loss=f'{logs["loss"]:.3f}', refresh=False)
+        if bar is not None:
+            bar.close()
+        logs = _reduce_means(dict({k: v / max(steps, 1) for k, v in sums.items()}, steps=steps), self.info)
+        if self.info.distributed:  # every rank ends the epoch with rank 0's BatchNorm statistics
+            distribute_bn(self.model, self.info.world_size)
+        self.epoch += 1
+        self._log_epoch(logs, t0)
+        return logs
+
+    def _progress_bar(self):
+        if not (self.opts.progress and self.info.is_main):
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(self.loader, desc=self._epoch_name(), leave=False, dynamic_ncols=True)
+
+    def _epoch_name(self) -> str:
+        return f'epoch {self.epoch + 1}/{self.recipe.epochs}'
+
+    def train_step(self, clips: torch.Tensor, pids: torch.Tensor) -> Dict[str, float]:
+        """One optimizer step on a batch; the values the loss logs.
+
+        Raises:
+            FloatingPointError: The loss is not finite; the weights are left as they were.
+        """
+        device = self.info.device
+        clips = clips.to(device, non_blocking=True)
+        pids = pids.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext():
+            out = self.model(clips)
+        loss, logs = self.loss_fn(out, pids)
+        if not math.isfinite(logs['loss']):
+            raise FloatingPointError(f'the loss is {logs["loss"]} at step {self.num_updates + 1} '
+                                     f'({self._epoch_name()}): lower --lr, or check the data.')
+        self._optimize(loss)
+        return logs
+
+    def _optimize(self, loss: torch.Tensor):
+        """Backward pass, gradient clipping and the optimizer step, through the grad scaler under float16."""
+        self.optimizer.zero_grad(set_to_none=True)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        if self.recipe.grad_clip:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+
+    def _log_epoch(self, logs: Dict[str, float], t0: float):
+        lrs = {g.get('name', str(i)): g['lr'] for i, g in enumerate(self.optimizer.param_groups)}
+        self.log.write(dict(event='epoch', epoch=self.epoch, lr=lrs, time_s=round(time.time() - t0, 2), **logs),
+                       echo=f'epoch {self.epoch}/{self.recipe.epochs}  loss {logs.get("loss", float("nan")):.4f}'
+                            + (f'  acc {logs["acc"]:.3f}' if 'acc' in logs else '')
+                            + f'  lr {lrs.get("backbone", next(iter(lrs.values()))):.2e}  {time.time() - t0:.1f}s')
+
+    # --- evaluation, checkpoints, the end
+
+    def evaluate(self) -> Optional[Dict[str, Any]]:
+        """Rank 0: the test-set results (eval.json, the metrics log, the best so far); None on the other ranks."""
+        if not self.info.is_main:
+            return None
+        t0 = time.time()
+        recipe = self.recipe
+        res = results_to_json(evaluate_dataset(
+            self.net, self.data, num_frames=recipe.num_frames, input_size=recipe.input_size,
+            batch_size=self.opts.eval_batch_size, device=self.info.device, amp_dtype=self.amp_dtype,
+            max_clips=recipe.eval_max_clips))
+        res['epoch'] = self.epoch
+        self.last_results = res
+        if res['mAP'] > self.best_map:
+            self.best_map, self.best_epoch = res['mAP'], self.epoch
+        self.log.write(dict(event='eval', **{k: v for k, v in res.items() if k != 'cmc'}, cmc=res['cmc'][:20],
+                            eval_time_s=round(time.time() - t0, 2)),
+                       echo=f'eval epoch {self.epoch}: mAP {100 * res["mAP"]:.1f}  rank-1 {100 * res["rank1"]:.1f}  '
+                            f'rank-5 {100 * res.get("rank5", float("nan")):.1f}  ({res["gallery_mode"]}, '
+                            f'{res["ap_mode"]} AP)')
+        atomic_write_text(self.output_dir / 'eval.json', json.dumps(res, indent=1) + '\n')
+        return res
+
+    def save_checkpoints(self, results: Optional[Dict[str, Any]] = None):
+        """Rank 0: `last` (resumable) after every epoch; `best` (weights) when `results` are the best so far."""
+        if not self.info.is_main:
+            return
+        meta = {'epoch': self.epoch, 'recipe': self.recipe.name, 'dataset': self.data.name,
+                'source_weights': self.source_weights}
+        if results is not None and self.best_epoch == self.epoch:
+            atomic_write_text(self.output_dir / 'best_eval.json', json.dumps(results, indent=1) + '\n')
+            save_checkpoint(self.output_dir, 'best', self.net, None,
+                            dict(meta, mAP=results['mAP'], rank1=results['rank1']))
+        save_checkpoint(self.output_dir, 'last', self.net, self._train_state(), meta)
+
+    def _train_state(self) -> Dict[str, Any]:
+        return {'epoch': self.epoch, 'num_updates': self.num_updates, 'optimizer': self.optimizer.state_dict(),
+                'scheduler': self.scheduler.state_dict(),
+                'scaler': self.scaler.state_dict() if self.scaler is not None else None,
+                'recipe': self.recipe.to_dict(), 'best_map': self.best_map, 'best_epoch': self.best_epoch,
+                'architecture': self.arch, 'world_size': self.info.world_size}
+
+    def finish(self) -> Dict[str, Any]:
+        """The summary (metrics.jsonl's `done` event): epochs, best and last results, checkpoints, the ranks' state
+        hashes; then the push to the Hub, if asked for."""
+        hashes = all_gather_object(state_dict_sha256(self.net))
+        in_sync = len(set(hashes)) == 1
+        out, best_epoch = self.output_dir, self.best_epoch
+        summary = {'event': 'done', 'epochs': self.recipe.epochs, 'last_epoch': self.epoch,
+                   'best_mAP': self.best_map if best_epoch else None, 'best_epoch': best_epoch,
+                   'results': {k: v for k, v in (self.last_results or {}).items() if k != 'cmc'} or None,
+                   'state_sha256': hashes, 'ranks_in_sync': in_sync, 'output_dir': str(out),
+                   'last': str(out / 'last.safetensors'), 'best': str(out / 'best.safetensors') if best_epoch else None}
+        if not in_sync and self.info.is_main:
+            _logger.warning(f'the ranks\' weights differ at the end of training: {hashes}')
+        self.log.write(summary, echo=f'done: {out}' + (f' (best mAP {100 * self.best_map:.1f} at epoch {best_epoch})'
+                                                        if best_epoch else ''))
+        if self.opts.push_to_hub and self.info.is_main:
+            summary['hub_commit'] = self._push(summary['best'] or summary['last'], summary['best'] is not None)
+        barrier()
+        return summary
+
+    def _push(self, src: str, best: bool) -> str:
+        """Push checkpoint `src` with its results to `push_to_hub`; the commit id."""
+        from .hub import push_checkpoint
+        repo = self.opts.push_to_hub
+        results = self.output_dir / ('best_eval.json' if best else 'eval.json')
+        commit = push_checkpoint(src, repo, results=results if results.is_file() else None, dataset=self.data.name,
+                                 commit_message=f'{self.arch} trained on {self.data.name} ({self.recipe.name} recipe)')
+        print(f'Pushed {src} to {repo} at commit {commit.oid}: m3d_zoo.create_model("hf-hub:{repo}@{commit.oid}", '
+              f'pretrained=True)', flush=True)
+        return commit.oid
 
 
 def train(
@@ -381,187 +662,27 @@ def train(
     lock = None
     try:
         lock = _lock_output(Path(output_dir), info, force_unlock)
-        return _train(info, model, dataset, root, recipe, output_dir, resume, pretrained, pretrained_file,
-                      dict(model_kwargs or {}), dict(dataset_kwargs or {}), amp, amp_dtype, grad_checkpointing,
-                      sync_bn, num_workers, eval_batch_size, progress, push_to_hub, recipe_overrides)
+        opts = TrainOptions(
+            model=model, dataset=dataset, root=root, resume=resume, pretrained=pretrained,
+            pretrained_file=pretrained_file, model_kwargs=dict(model_kwargs or {}),
+            dataset_kwargs=dict(dataset_kwargs or {}), amp=amp, amp_dtype=amp_dtype,
+            grad_checkpointing=grad_checkpointing, sync_bn=sync_bn, num_workers=num_workers,
+            eval_batch_size=eval_batch_size, progress=progress, push_to_hub=push_to_hub)
+        return Trainer(info, _resolve_recipe(recipe, recipe_overrides), output_dir, opts).run()
     finally:
         if lock is not None:
             lock.release()
         cleanup_distributed()
 
 
-def _train(info, model_spec, dataset, root, recipe, output_dir, resume, pretrained, pretrained_file, model_kwargs,
-           dataset_kwargs, amp, amp_dtype, grad_checkpointing, sync_bn, num_workers, eval_batch_size, progress,
-           push_to_hub, recipe_overrides):
+def _resolve_recipe(recipe: Union[str, TrainRecipe], overrides: Dict[str, Any]) -> TrainRecipe:
+    """The recipe by name or as given, with `overrides`; its checks of the values as `TrainingError`s."""
     try:
-        recipe = recipe.replace(**recipe_overrides) if isinstance(recipe, TrainRecipe) else \
-            get_recipe(recipe, **recipe_overrides)
+        return recipe.replace(**overrides) if isinstance(recipe, TrainRecipe) else get_recipe(recipe, **overrides)
     except UnknownRecipeError:
         raise
     except ValueError as e:  # the recipe's own checks of the options: a user error, not a bug
         raise TrainingError(f'{e}') from e
-    output_dir = Path(output_dir)
-    log = _MetricsLog(output_dir / 'metrics.jsonl', info.is_main)
-    if sync_bn and info.device.type != 'cuda':
-        raise TrainingError('--sync-bn needs GPUs (nccl); on CPUs DDP keeps rank 0\'s BatchNorm statistics.')
-
-    # Resume: read the checkpoint first, so a wrong file fails before anything is loaded or written.
-    ckpt = None
-    if resume is not None:
-        ckpt = load_checkpoint(resume)
-        if ckpt.train_state is None:
-            raise CheckpointError(f'{ckpt.path} holds weights only (no training state): it cannot be resumed. '
-                                  f'Resume from last.safetensors, or fine-tune from it with --model {ckpt.path}.')
-        if model_spec is None:
-            model_spec = ckpt.architecture
-    if model_spec is None:
-        raise TrainingError('No model: pass --model NAME (m3d-zoo list), or --resume a checkpoint.')
-
-    if isinstance(dataset, str):
-        if root is None:
-            raise TrainingError(f'--root is required with --dataset {dataset}.')
-        data = _load_dataset(dataset, root, dataset_kwargs)
-    else:
-        data = dataset
-    if not data.train:
-        raise TrainingError(f'{data.name} has no training tracklets: check --root (a folder dataset needs a train/ '
-                            f'folder of identities) and --dataset.')
-    num_classes = data.num_train_pids
-
-    seed_everything(recipe.seed)  # the same initial weights on every rank (DDP also broadcasts them)
-    if isinstance(model_spec, nn.Module):
-        net = model_spec
-    else:
-        net = build_model(model_spec, num_classes, recipe, pretrained, pretrained_file, **model_kwargs)
-    arch = (getattr(net, 'pretrained_cfg', None) or {}).get('architecture', type(net).__name__)
-    source_weights = _source_weights(model_spec, pretrained, pretrained_file, net, ckpt)
-    if ckpt is not None:
-        check_resume_compatible(ckpt, net)
-    if grad_checkpointing:
-        net.set_grad_checkpointing(True)
-    net.to(info.device)
-    if sync_bn and info.distributed:
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-
-    optimizer = build_optimizer(net, recipe)
-    scheduler = build_scheduler(optimizer, recipe)
-    amp_torch_dtype, scaler = _amp_setup(info.device, amp, amp_dtype)
-    loss_fn = ReidLoss(recipe.ce_weight, recipe.label_smoothing, recipe.triplet_weight, recipe.triplet_margin)
-    loader = build_train_loader(data, net, recipe, info, num_workers)
-
-    start_epoch, best_map, best_epoch = 0, -1.0, None
-    if ckpt is not None:
-        state = ckpt.train_state
-        net.load_state_dict(ckpt.state_dict, strict=True)
-        optimizer.load_state_dict(state['optimizer'])
-        # the lr schedule is a function of the recipe and the epoch: rebuilt from the recipe (not loaded), so a
-        # resumed run may extend --epochs or move --decay-epochs; with the same recipe it is the saved one
-        if scaler is not None and state.get('scaler'):
-            scaler.load_state_dict(state['scaler'])
-        start_epoch = int(state['epoch'])
-        best_map = float(state.get('best_map', -1.0))
-        best_epoch = state.get('best_epoch')
-        saved = state.get('recipe') or {}
-        changed = {k: (saved[k], v) for k, v in recipe.to_dict().items()
-                   if k in saved and saved[k] != v and k not in ('epochs', 'eval_interval', 'eval_max_clips')}
-        if changed and info.is_main:
-            _logger.warning(f'Resuming with a recipe that differs from the checkpoint\'s: {changed} (checkpoint, '
-                            f'now); the new values apply from epoch {start_epoch + 1}.')
-
-    model = _TrainStep(net)
-    if info.distributed:
-        # buffers (BatchNorm statistics) are broadcast from rank 0 at every forward, DDP's default
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device] if info.device.type == 'cuda' else None)
-
-    run_cfg = {'event': 'config', 'model': arch, 'model_args': getattr(net, 'model_args', None),
-               'dataset': data.name, 'num_train_ids': num_classes, 'num_train_tracklets': len(data.train),
-               'recipe': recipe.to_dict(), 'world_size': info.world_size, 'device': str(info.device),
-               'amp': str(amp_torch_dtype) if amp_torch_dtype else None, 'grad_checkpointing': grad_checkpointing,
-               'start_epoch': start_epoch, 'resumed_from': str(ckpt.path) if ckpt else None,
-               'steps_per_epoch': len(loader), 'dist_timeout_min': info.timeout_min if info.distributed else None}
-    if info.is_main:
-        atomic_write_text(output_dir / 'recipe.json', json.dumps(run_cfg, indent=2, default=str) + '\n')
-    log.write(run_cfg, echo=f'Training {arch} on {data.name} ({num_classes} ids, {len(data.train)} tracklets), '
-                            f'recipe {recipe.name}, {len(loader)} steps/epoch x {info.world_size} process(es), '
-                            f'epochs {start_epoch + 1}..{recipe.epochs}, output {output_dir}')
-
-    last_results = None
-    eval_kwargs = dict(num_frames=recipe.num_frames, input_size=recipe.input_size, batch_size=eval_batch_size,
-                       device=info.device, amp_dtype=amp_torch_dtype, max_clips=recipe.eval_max_clips)
-    last_epoch = start_epoch
-    for epoch in range(start_epoch, recipe.epochs):
-        t0 = time.time()
-        seed_everything(recipe.seed, epoch + 1, info.rank)
-        loader.batch_sampler.set_epoch(epoch)
-        scheduler.step(epoch)
-        logs = train_one_epoch(model, loader, loss_fn, optimizer, info.device, amp_torch_dtype, scaler,
-                               recipe.grad_clip, progress=progress and info.is_main,
-                               desc=f'epoch {epoch + 1}/{recipe.epochs}')
-        logs = _reduce_means(logs, info)
-        broadcast_buffers(net)  # every rank ends the epoch with rank 0's BatchNorm statistics
-        lrs = {g.get('name', str(i)): g['lr'] for i, g in enumerate(optimizer.param_groups)}
-        done = last_epoch = epoch + 1
-        log.write(dict(event='epoch', epoch=done, lr=lrs, time_s=round(time.time() - t0, 2), **logs),
-                  echo=f'epoch {done}/{recipe.epochs}  loss {logs.get("loss", float("nan")):.4f}'
-                       + (f'  acc {logs["acc"]:.3f}' if 'acc' in logs else '')
-                       + f'  lr {lrs.get("backbone", next(iter(lrs.values()))):.2e}  {time.time() - t0:.1f}s')
-
-        evaluate_now = recipe.eval_interval > 0 and (done % recipe.eval_interval == 0 or done == recipe.epochs)
-        is_best = False
-        if evaluate_now and info.is_main:
-            t1 = time.time()
-            res = results_to_json(evaluate_dataset(net, data, **eval_kwargs))
-            res['epoch'] = done
-            last_results = res
-            is_best = res['mAP'] > best_map
-            if is_best:
-                best_map, best_epoch = res['mAP'], done
-            log.write(dict(event='eval', **{k: v for k, v in res.items() if k != 'cmc'}, cmc=res['cmc'][:20],
-                           eval_time_s=round(time.time() - t1, 2)),
-                      echo=f'eval epoch {done}: mAP {100 * res["mAP"]:.1f}  rank-1 {100 * res["rank1"]:.1f}  '
-                           f'rank-5 {100 * res.get("rank5", float("nan")):.1f}  ({res["gallery_mode"]}, '
-                           f'{res["ap_mode"]} AP)')
-            atomic_write_text(output_dir / 'eval.json', json.dumps(res, indent=1) + '\n')
-        if info.is_main:
-            meta = {'epoch': done, 'recipe': recipe.name, 'dataset': data.name, 'source_weights': source_weights}
-            if is_best:
-                atomic_write_text(output_dir / 'best_eval.json', json.dumps(res, indent=1) + '\n')
-                save_checkpoint(output_dir, 'best', net, None,
-                                dict(meta, mAP=res['mAP'], rank1=res['rank1']))
-            state = {'epoch': done, 'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
-                     'scaler': scaler.state_dict() if scaler is not None else None, 'recipe': recipe.to_dict(),
-                     'best_map': best_map, 'best_epoch': best_epoch, 'architecture': arch,
-                     'world_size': info.world_size}
-            save_checkpoint(output_dir, 'last', net, state, meta)
-        barrier()  # the other ranks wait for evaluation and checkpoints
-
-    hashes = all_gather_object(state_dict_sha256(net))
-    in_sync = len(set(hashes)) == 1
-    summary = {'event': 'done', 'epochs': recipe.epochs, 'last_epoch': last_epoch,
-               'best_mAP': best_map if best_epoch else None, 'best_epoch': best_epoch,
-               'results': {k: v for k, v in (last_results or {}).items() if k != 'cmc'} or None,
-               'state_sha256': hashes, 'ranks_in_sync': in_sync, 'output_dir': str(output_dir),
-               'last': str(output_dir / 'last.safetensors'),
-               'best': str(output_dir / 'best.safetensors') if best_epoch else None}
-    if not in_sync and info.is_main:
-        _logger.warning(f'the ranks\' weights differ at the end of training: {hashes}')
-    log.write(summary, echo=f'done: {output_dir}' + (f' (best mAP {100 * best_map:.1f} at epoch {best_epoch})'
-                                                      if best_epoch else ''))
-
-    if push_to_hub and info.is_main:
-        from .hub import push_checkpoint
-        best = summary['best'] is not None
-        src = summary['best'] or summary['last']
-        results = output_dir / ('best_eval.json' if best else 'eval.json')
-        commit = push_checkpoint(src, push_to_hub, results=results if results.is_file() else None,
-                                 dataset=data.name, commit_message=f'{arch} trained on {data.name} '
-                                                                   f'({recipe.name} recipe)')
-        summary['hub_commit'] = commit.oid
-        print(f'Pushed {src} to {push_to_hub} at commit {commit.oid}: m3d_zoo.create_model('
-              f'"hf-hub:{push_to_hub}@{commit.oid}", pretrained=True)', flush=True)
-    barrier()
-    return summary
 
 
 def _source_weights(spec, pretrained, pretrained_file, net, ckpt) -> str:

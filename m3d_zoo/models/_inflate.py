@@ -12,6 +12,7 @@ from typing import Dict, List
 
 import torch
 import torch.nn as nn
+from timm.models import clean_state_dict
 
 __all__ = ['inflate_kernel', 'inflate_state_dict', 'is_new_key', 'PretrainedMismatchError', 'PretrainedFileError']
 
@@ -69,7 +70,7 @@ def inflate_state_dict(
         PretrainedMismatchError: a backbone key missing from the 2D weights, a 2D key the model has no place for, or
             a shape that does not inflate to the model's.
     """
-    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+    state_dict = clean_state_dict(state_dict)  # a checkpoint saved from DDP or torch.compile
     target = model.state_dict()
     out, used = {}, set()
     missing, mismatched = [], []
