@@ -553,7 +553,7 @@ def _train(info, model_spec, dataset, root, recipe, output_dir, resume, pretrain
                                                       if best_epoch else ''))
 
     if push_to_hub and info.is_main:
-        from .hub import push_checkpoint
+        from ..hub.release import push_checkpoint
         best = summary['best'] is not None
         src = summary['best'] or summary['last']
         results = output_dir / ('best_eval.json' if best else 'eval.json')
