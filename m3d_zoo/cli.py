@@ -423,13 +423,13 @@ def cmd_push(a) -> int:
     if bool(a.checkpoint) == bool(a.model):
         raise CliError('push needs exactly one of --checkpoint (from m3d-zoo train) or --model.')
     if a.checkpoint:
-        from m3d_zoo.engine.hub import push_checkpoint
+        from m3d_zoo.hub.release import push_checkpoint
         info = push_checkpoint(a.checkpoint, a.repo_id, results=a.results, dataset=a.dataset,
                                drop_classifier=a.drop_classifier, commit_message=a.commit_message,
                                revision=a.revision, private=a.private or None)
     else:
         import m3d_zoo
-        from m3d_zoo.engine.hub import model_card_for_run
+        from m3d_zoo.hub.card import model_card_for_run
         from m3d_zoo.models import classify_model_spec
         what = classify_model_spec(a.model)
         if what.kind == 'checkpoint':

@@ -20,8 +20,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import m3d_zoo
-from m3d_zoo.models import _hub
-from m3d_zoo.models._hub import (
+from m3d_zoo import hub
+from m3d_zoo._io import file_sha256
+from m3d_zoo.hub import (
     CONFIG_NAME,
     HF_ORG,
     RANDOM_INIT,
@@ -35,7 +36,6 @@ from m3d_zoo.models._hub import (
     HubRepoNotFoundError,
     HubRevisionNotFoundError,
     UnknownArchitectureError,
-    file_sha256,
     push_to_hub,
     save_pretrained,
 )
@@ -405,6 +405,27 @@ def test_source_says_when_weights_changed_after_loading(tmp_path):
     _assert_source(save_pretrained(model, tmp_path / 'b', source_weights='run 7 of my recipe'), 'run 7 of my recipe')
 
 
+# --- model card -----------------------------------------------------------------------------------------------------
+
+HOSTILE = 'a: b "c" \'d\' #e\n---\nlicense: mit\n---'  # would end the YAML block, or add a key, if written as is
+
+
+def test_card_metadata_escaped_by_huggingface_hub(tmp_path):
+    """User values reach the card's YAML through huggingface_hub's ModelCardData: `: `, quotes, newlines and `---`
+    parse back as the same values, and neither end the metadata block nor add keys to it."""
+    from huggingface_hub import ModelCard
+    card = dict(datasets=[f'MARS{HOSTILE}', 'iLIDS-VID: 2'], tags=[HOSTILE, 'video'], license='other',
+                notes=HOSTILE, description=HOSTILE)
+    save_pretrained(m3d_zoo.create_model('c2d_resnet18', num_classes=2), tmp_path, repo_id=f'org/{HOSTILE}',
+                    model_card=card)
+    parsed = ModelCard((tmp_path / README_NAME).read_text(encoding='utf-8'))
+    assert parsed.data.to_dict() == {
+        'license': 'other', 'library_name': 'timm', 'model_name': HOSTILE, 'tags': [HOSTILE, 'video'],
+        'datasets': [f'mars{HOSTILE}'.lower(), 'ilids-vid: 2']}
+    assert parsed.text.startswith(f'\n# {HOSTILE}\n\n{HOSTILE}\n\n## Model details')
+    assert f'## Notes\n\n{HOSTILE}\n' in parsed.text and parsed.text.endswith('```\n')
+
+
 # --- malformed or edited config.json --------------------------------------------------------------------------------
 
 
@@ -540,15 +561,17 @@ def test_error_save_or_push_a_module_that_is_not_a_zoo_model(make, match, hub_se
 # --- timm's format through public APIs; weights pinned to the config's commit --------------------------------------
 
 
-def test_hub_module_uses_public_timm_and_hub_apis_only():
-    tree = ast.parse(Path(_hub.__file__).read_text(encoding='utf-8'))
-    private = [f'line {node.lineno}: {node.module}' for node in ast.walk(tree)
-               if isinstance(node, ast.ImportFrom) and node.module and node.module.split('.')[0] in ('timm',
-                                                                                                     'huggingface_hub')
-               and any(part.startswith('_') for part in node.module.split('.'))]
-    assert not private, f'private modules imported: {private}'
-    source = Path(_hub.__file__).read_text(encoding='utf-8')
-    assert 'parent.name' not in source, 'a commit read from the cache folder name'
+def test_hub_modules_use_public_timm_and_hub_apis_only():
+    modules = sorted(Path(hub.__file__).parent.glob('*.py'))
+    assert {p.name for p in modules} >= {'errors.py', 'provenance.py', 'save.py', 'load.py', 'card.py', 'release.py'}
+    for path in modules:
+        source = path.read_text(encoding='utf-8')
+        private = [f'{path.name} line {node.lineno}: {node.module}' for node in ast.walk(ast.parse(source))
+                   if isinstance(node, ast.ImportFrom) and node.module
+                   and node.module.split('.')[0] in ('timm', 'huggingface_hub')
+                   and any(part.startswith('_') for part in node.module.split('.'))]
+        assert not private, f'private modules imported: {private}'
+        assert 'parent.name' not in source, f'{path.name}: a commit read from the cache folder name'
 
 
 def test_timm_reads_the_saved_config(hub_server, hub_repo_id):

@@ -10,7 +10,9 @@ import torch
 from huggingface_hub import HfApi
 
 import m3d_zoo
-from m3d_zoo.models._hub import HF_ORG, README_NAME, RELEASED_WEIGHTS, save_pretrained
+from m3d_zoo.engine import CheckpointError
+from m3d_zoo.hub import HF_ORG, README_NAME, RELEASED_WEIGHTS, HubError, card_from_results, save_pretrained
+from m3d_zoo.hub.release import build_release, load_training_checkpoint, registry_entry
 
 _RELEASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'hub', 'release.py')
 
@@ -64,7 +66,7 @@ def test_release_checkpoint_with_results_and_push(release, hub_server, hub_repo_
         assert torch.equal(loaded(x), model(x))
 
 
-def test_release_results_over_splits_and_safetensors_checkpoint(release, tmp_path):
+def test_release_results_over_splits_and_safetensors_checkpoint(tmp_path):
     from safetensors.torch import save_file
     model = _trained(num_frames=8)
     ckpt = tmp_path / 'model.safetensors'
@@ -74,24 +76,24 @@ def test_release_results_over_splits_and_safetensors_checkpoint(release, tmp_pat
     split = {'mAP': 0.8, 'mAP_std': 0.021, 'rank1': 0.9, 'rank1_std': 0.03, 'ap_mode': 'trapezoid',
              'num_splits': 10}
     results.write_text(json.dumps({'iLIDS-VID': split, 'PRID-2011': split}))
-    folder, repo_id = release.build_release(str(ckpt), str(results), str(tmp_path / 'out'), drop_classifier=True)
+    folder, repo_id = build_release(str(ckpt), str(results), str(tmp_path / 'out'), drop_classifier=True)
     assert repo_id == f'{HF_ORG}/m3d_resnet18'
     readme = (folder / README_NAME).read_text()
     assert '| iLIDS-VID | 80.0 ± 2.1 | 90.0 ± 3.0 |' in readme and 'mean ± std over 10 random splits' in readme
     assert json.loads((folder / 'config.json').read_text())['num_classes'] == 0
-    assert 'NOTE' in release.registry_entry(repo_id, folder)  # non-default strides: no registry tag
+    assert 'NOTE' in registry_entry(repo_id, folder)  # non-default strides: no registry tag
 
 
-def test_release_refuses_pickled_objects_and_misfit_weights(release, tmp_path):
+def test_release_refuses_pickled_objects_and_misfit_weights(tmp_path):
     model = _trained()
     bad = tmp_path / 'pickled.pth'
     torch.save({'state_dict': model.state_dict(), 'args': argparse.Namespace(lr=0.1)}, bad)
-    with pytest.raises(ValueError, match='weights_only=True'):
-        release.load_training_checkpoint(str(bad))
+    with pytest.raises(CheckpointError, match='weights_only=True'):
+        load_training_checkpoint(str(bad))
     ckpt = tmp_path / 'ok.pth'
     torch.save(model.state_dict(), ckpt)
-    with pytest.raises(ValueError, match='does not fit m3d_resnet18'):
-        release.build_release(str(ckpt), None, str(tmp_path / 'out'), model='m3d_resnet18')  # default args differ
+    with pytest.raises(CheckpointError, match='does not fit m3d_resnet18'):
+        build_release(str(ckpt), None, str(tmp_path / 'out'), model='m3d_resnet18')  # default args differ
 
 
 def test_registry_tags_are_imagenet_sources_or_released_weights():
@@ -145,8 +147,6 @@ def test_released_two_stream_weights_get_a_registry_tag(monkeypatch):
 
 
 def test_card_from_unnamed_results_asks_for_the_dataset():
-    from m3d_zoo.engine.hub import card_from_results
-    from m3d_zoo.models._hub import HubError
     with pytest.raises(HubError, match='--dataset'):
         card_from_results({'mAP': 0.5, 'rank1': 0.6})
     metrics, _ = card_from_results({'mAP': 0.5, 'rank1': 0.6}, 'MARS')

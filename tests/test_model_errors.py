@@ -156,6 +156,6 @@ def test_matching_dtypes_and_autocast_still_run(m3d):
 
 @pytest.mark.parametrize('name', ['hf-hub:a/b/c', 'hf-hub:bad name/x', 'hf-hub:org/name@'])
 def test_malformed_hub_ids_are_hub_config_errors(name):
-    from m3d_zoo.models._hub import HubConfigError
+    from m3d_zoo.hub import HubConfigError
     with pytest.raises(HubConfigError, match="organisation/name"):
         m3d_zoo.create_model(name, pretrained=True)

@@ -586,7 +586,7 @@ class Trainer:
 
     def _push(self, src: str, best: bool) -> str:
         """Push checkpoint `src` with its results to `push_to_hub`; the commit id."""
-        from .hub import push_checkpoint
+        from ..hub.release import push_checkpoint
         repo = self.opts.push_to_hub
         results = self.output_dir / ('best_eval.json' if best else 'eval.json')
         commit = push_checkpoint(src, repo, results=results if results.is_file() else None, dataset=self.data.name,

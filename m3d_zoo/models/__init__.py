@@ -7,7 +7,7 @@ from ._inflate import PretrainedFileError, PretrainedMismatchError, inflate_kern
 from ._size import paper_size_mb, state_dict_mb
 from .two_stream import TwoStreamM3D
 from .video_resnet import VideoResNet
-from ._hub import (
+from ..hub import (
     HF_ORG,
     CorruptWeightsError,
     HubAuthError,

@@ -121,7 +121,7 @@ def classify_model_spec(spec: str) -> ModelSpec:
         return ModelSpec('name', spec)
     path = os.path.expanduser(spec)
     if os.path.isdir(path):
-        from ._hub import CONFIG_NAME
+        from ..hub.constants import CONFIG_NAME
         if os.path.isfile(os.path.join(path, CONFIG_NAME)):
             return ModelSpec('saved-model', f'local-dir:{path}')
         return ModelSpec('checkpoint', path)
@@ -165,10 +165,11 @@ def create_model(
     """
     source, name = parse_model_name(model_name)
     if source is not None:
-        from ._hub import create_model_from_source
+        from ..hub.load import create_model_from_source
         return create_model_from_source(model_name, pretrained=pretrained, **kwargs)
     _check_name(name)
-    from ._hub import RANDOM_INIT, hub_errors, pretrained_source, record_weights_source, recorded_weights_source
+    from ..hub.errors import hub_errors
+    from ..hub.provenance import RANDOM_INIT, pretrained_source, record_weights_source, recorded_weights_source
     path = None
     if pretrained_file is not None:
         path = os.fspath(pretrained_file)

@@ -160,7 +160,7 @@ def inflate_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> 
     once `check_video_state_dict` has found it to be this model's; `m3d_zoo.create_model` is the path that also
     verifies its sha256.
     """
-    from ._hub import pretrained_source, record_weights_source
+    from ..hub.provenance import pretrained_source, record_weights_source
     video = any(v.ndim == 5 for v in state_dict.values())
     if video:
         check_video_state_dict(state_dict, model)

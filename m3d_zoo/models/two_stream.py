@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._hub import released_pretrained_cfgs
+from ..hub.released import released_pretrained_cfgs
 from ._inflate import inflate_filter_fn, inflate_state_dict
 from ._record import get_model_args, records_args, update_model_args
 from .video_resnet import RESNET_DEPTHS, VideoResNet, _cfg

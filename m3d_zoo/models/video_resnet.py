@@ -19,7 +19,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq
 from m3d_zoo.layers import MultiScaleTemporal, ReidHead, ResidualAttention, TemporalConv, TemporalPool, cpu_kernels
 from m3d_zoo.layers.temporal import Conv3d, resolve_branches
 from m3d_zoo.layers.units import Unit, Unit2d, get_unit
-from ._hub import released_pretrained_cfgs
+from ..hub.released import released_pretrained_cfgs
 from ._inflate import inflate_filter_fn
 from ._record import get_model_args, records_args, update_model_args
 
