@@ -7,7 +7,7 @@ table, evaluation protocol), `generate_model_card` writes it out with huggingfac
 import json
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..eval.metrics import AP_MODES
+from ..eval.report import METRIC_LABELS, format_protocol, format_table, results_row
 from ..version import __version__
 from .constants import HF_ORG, WEIGHTS_NAME
 from .errors import HubError
@@ -26,11 +26,6 @@ PAPER_CITATION = """@inproceedings{li2019multi,
   year={2019}
 }"""
 
-# (results key, table column) of the metrics a card shows, as m3d_zoo.eval names them
-_METRICS = (('mAP', 'mAP'), ('mINP', 'mINP'), ('rank1', 'Rank-1'), ('rank5', 'Rank-5'), ('rank10', 'Rank-10'),
-            ('rank20', 'Rank-20'))
-
-
 def card_from_results(results: Dict[str, Any], dataset: Optional[str] = None) -> Tuple[Dict[str, Dict], str]:
     """Results of m3d_zoo.eval -> the card's metrics table ({dataset: {column: value}}) and protocol text.
 
@@ -41,28 +36,13 @@ def card_from_results(results: Dict[str, Any], dataset: Optional[str] = None) ->
     Raises:
         HubError: single-dataset results without `dataset`.
     """
-    if any(k in results for k, _ in _METRICS):
+    if any(k in results for k in METRIC_LABELS):
         if not dataset:
             raise HubError('The results file holds the metrics of one dataset without its name: say which dataset it '
                            'is (--dataset MARS, or dataset= in Python) so that the model card can label them.')
         results = {dataset: results}
-    metrics, protocol = {}, []
-    for name, res in results.items():
-        row = {}
-        for key, column in _METRICS:
-            if key in res:
-                value = f'{100 * res[key]:.1f}'
-                if f'{key}_std' in res:
-                    value += f' ± {100 * res[key + "_std"]:.1f}'
-                row[f'{column} (%)'] = value
-        metrics[name] = row
-        parts = [AP_MODES.get(res.get('ap_mode'), res.get('ap_mode') or 'AP formula not recorded')]
-        parts.append(f"gallery: {res.get('gallery_mode') or 'as given'}")
-        if res.get('metric'):
-            parts.append(f"distance: {res['metric']}")
-        if res.get('num_splits'):
-            parts.append(f"mean ± std over {res['num_splits']} random splits")
-        protocol.append(f'- {name}: ' + '; '.join(parts))
+    metrics = {name: results_row(res) for name, res in results.items()}
+    protocol = [f'- {name}: {format_protocol(res)}' for name, res in results.items()]
     return metrics, 'Evaluation protocol (m3d_zoo.eval):\n\n' + '\n'.join(protocol)
 
 
@@ -144,24 +124,6 @@ def _family(architecture: str) -> str:
         if architecture.startswith(prefix):
             return text
     return 'a video person re-identification network'
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f'{v:.2f}'
-    return str(v)
-
-
-def _metrics_table(metrics: Dict[str, Dict[str, Any]]) -> str:
-    columns: List[str] = []
-    for row in metrics.values():
-        for k in row:
-            if k not in columns:
-                columns.append(k)
-    lines = ['| Dataset | ' + ' | '.join(columns) + ' |', '|---|' + '---|' * len(columns)]
-    for dataset, row in metrics.items():
-        lines.append(f'| {dataset} | ' + ' | '.join(_fmt(row[c]) if c in row else '' for c in columns) + ' |')
-    return '\n'.join(lines)
 
 
 def generate_model_card(config: Dict[str, Any], model_card: Optional[Dict[str, Any]] = None,
@@ -259,7 +221,7 @@ def generate_model_card(config: Dict[str, Any], model_card: Optional[Dict[str, A
                 'use.', '']
 
     if metrics:
-        out += ['## Evaluation', '', _metrics_table(metrics), '']
+        out += ['## Evaluation', '', format_table(metrics, 'Dataset'), '']
         if card.get('eval_protocol'):
             out += [str(card['eval_protocol']), '']
 
