@@ -76,15 +76,21 @@ def load_ilidsvid(
         cams.append(scan_camera('iLIDS-VID', cam_dir, _PERSON_RE, _make_check_frame(cam), skipped))
 
     mat_path = _find_official_mat(root, data_dir) if use_official_splits else None
-    official = None
-    if mat_path is not None:
-        def official(persons):
-            return _official_splits(mat_path, sorted(cams[0], key=natural_key), persons), f'official {_MAT_NAME}'
+    official = _official_split_maker(mat_path, cams[0]) if mat_path is not None else None
 
     default = os.path.join(root, 'splits_ilidsvid.json' if mat_path else f'splits_ilidsvid_seed{seed}.json')
     return load_two_camera(
         'iLIDS-VID', data_dir, cams, split_id=split_id, split_file=split_file, default_split_file=default, seed=seed,
         num_splits=num_splits, min_frames=min_frames, skipped=skipped, official_splits=official)
+
+
+def _official_split_maker(mat_path: str, cam1_persons):
+    """persons -> (the official splits, their source name), for `load_two_camera`."""
+    cam1 = sorted(cam1_persons, key=natural_key)
+
+    def official(persons):
+        return _official_splits(mat_path, cam1, persons), f'official {_MAT_NAME}'
+    return official
 
 
 def _official_splits(mat_path: str, cam1_persons: List[str], persons: List[str]):
