@@ -17,6 +17,7 @@ output folder is created, one that cannot be written is refused.
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import uuid
@@ -74,10 +75,18 @@ def _model_kwargs(a) -> Dict[str, Any]:
     return kw
 
 
+def _add_seed_arg(p: argparse.ArgumentParser):
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed of the weights a model without pretrained weights starts from (default 0), so that '
+                        'random-initialisation baselines repeat')
+
+
 def _inference_model(a, device):
     """The embedding model of --model and its options; arguments it refuses become a `CliError`."""
+    import torch
     from m3d_zoo.engine import load_inference_model
     from m3d_zoo.models import classify_model_spec
+    torch.manual_seed(a.seed)
     kwargs = _model_kwargs(a)
     if a.num_frames and classify_model_spec(a.model).kind == 'name':  # a saved model keeps its clip length
         kwargs.setdefault('num_frames', a.num_frames)
@@ -155,6 +164,19 @@ def _device(name: Optional[str]):
 def _add_output_arg(p: argparse.ArgumentParser, help: str, default: Optional[str] = None):
     """--output/-o, required unless it has a default."""
     p.add_argument('--output', '-o', required=default is None, default=default, help=help)
+
+
+def _check_output_dir(path: str, flag: str) -> None:
+    """Create the output folder `path` if needed, and refuse one the command could not write, before any work."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise CliError(f'{flag} {path} is a file; give a folder.')
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f'{flag} {path}: cannot create the folder ({e.strerror or e}); choose a writable location.') \
+            from e
+    _check_output(str(folder / 'identities.csv'), flag, 'identities.csv')
 
 
 def _check_output(path: str, flag: str, example: str) -> None:
@@ -263,15 +285,74 @@ def cmd_train(a) -> int:
 
 
 def add_extract_args(p: argparse.ArgumentParser):
+    from m3d_zoo.data import CROP_MODES
     _add_model_args(p)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument('--tracklets', nargs='+', metavar='DIR',
                    help='tracklet folders (a folder of frames, or a folder of such folders)')
+    g.add_argument('--video', action='append', metavar='VIDEO',
+                   help='a camera\'s video; repeat --video/--tracks for each camera')
     _add_dataset_args(p, required=False, choice=g)
+    _add_seed_arg(p)
     p.add_argument('--splits', nargs='+', default=['query', 'gallery'], choices=('query', 'gallery', 'train'))
     _add_output_arg(p, 'embeddings file (.safetensors)')
     _add_clip_args(p)
     _add_device_args(p)
+    v = p.add_argument_group('video input (--video)')
+    v.add_argument('--tracks', action='append', metavar='FILE',
+                   help='the tracker\'s output for the --video at the same position (MOTChallenge text: '
+                        'frame,id,left,top,width,height,conf,x,y,z)')
+    v.add_argument('--camera-names', nargs='+', metavar='NAME', help='one per --video (default: the video file names)')
+    v.add_argument('--crop-mode', choices=CROP_MODES, default='stretch',
+                   help='stretch each box to the model\'s input (as the published datasets did) or pad it to keep '
+                        'its aspect ratio (default stretch)')
+    v.add_argument('--min-len', type=int, default=8, help='drop tracks with fewer frames (default 8)')
+    v.add_argument('--max-len', type=int, default=64,
+                   help='cut longer tracks into tracklets of at most this many frames (default 64)')
+    v.add_argument('--min-height', type=float, default=0., help='drop boxes lower than this, in pixels')
+    v.add_argument('--min-conf', type=float, default=-math.inf, help='drop boxes with a lower confidence')
+    v.add_argument('--min-visibility', type=float, default=0.,
+                   help='drop boxes with less of them inside the frame (0..1; times the file\'s visibility field '
+                        'where it has one)')
+    v.add_argument('--crop-cache', metavar='DIR',
+                   help='keep the crops here (one folder per camera) and reuse them when the video, tracks and '
+                        'options are unchanged')
+
+
+def _video_sources(a) -> list:
+    from m3d_zoo.engine import VideoSource
+    if not a.tracks or len(a.tracks) != len(a.video):
+        raise CliError(f'each --video needs its --tracks file, in the same order: got {len(a.video)} --video and '
+                       f'{len(a.tracks or [])} --tracks.')
+    names = a.camera_names or [None] * len(a.video)
+    if len(names) != len(a.video):
+        raise CliError(f'--camera-names takes one name per --video: got {len(names)} names for {len(a.video)} videos.')
+    return [VideoSource(v, t, n) for v, t, n in zip(a.video, a.tracks, names)]
+
+
+def _embedding_meta(a, model) -> Dict[str, Any]:
+    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+    return {'model': a.model, 'architecture': arch, 'num_frames': a.num_frames or getattr(model, 'num_frames', None),
+            'input_size': list(a.img_size) if a.img_size else list(model.pretrained_cfg.get('input_size', ()))[1:]}
+
+
+def _extract_videos(a, model, device, amp_dtype) -> None:
+    from m3d_zoo.engine import CropOptions, extract_videos, save_embeddings
+    sources = _video_sources(a)
+    crop = CropOptions(a.crop_mode, a.min_len, a.max_len, a.min_height, a.min_conf, a.min_visibility)
+    out = extract_videos(model, sources, crop=crop, cache_dir=a.crop_cache, num_frames=a.num_frames,
+                         input_size=_input_size(a), batch_size=a.batch_size, device=device, amp_dtype=amp_dtype,
+                         max_clips=a.max_clips)
+    meta = dict(_embedding_meta(a, model), dataset='videos', gallery_mode='none', cameras=out['cameras'])
+    extra = {k: out[k] for k in ('track_ids', 'first_frames', 'last_frames', 'thumbnails')}
+    path = save_embeddings(a.output, out['embeddings'], out['pids'], out['camids'], out['split'], meta, extra)
+    for cam in out['cameras']:
+        skipped = ''.join(f'; {n} {why}' for why, n in cam['skipped_boxes'].items())
+        print(f'{cam["name"]}: {cam["tracklets"]} tracklets from {cam["num_tracks"] - cam["short_tracks"]} tracks '
+              f'({cam["short_tracks"]} shorter than --min-len dropped; {cam["kept_boxes"]}/{cam["boxes"]} boxes kept'
+              f'{skipped})' + (' [crops from the cache]' if cam.get('cached') else ''))
+    print(f'{path}: {out["embeddings"].shape[0]} tracklets x {out["embeddings"].shape[1]}-d embeddings from '
+          f'{len(sources)} camera(s); next: m3d-zoo match {path} --output matches')
 
 
 def cmd_extract(a) -> int:
@@ -281,7 +362,14 @@ def cmd_extract(a) -> int:
     from m3d_zoo.utils import tune_cpu_allocator
     device = _device(a.device)
     _check_output(a.output, '--output', 'embeddings.safetensors')
+    if a.tracks and not a.video:
+        raise CliError('--tracks goes with --video: give each camera\'s video and its track file.')
     tune_cpu_allocator()  # this process only runs forwards: keep their memory instead of page-faulting it back in
+    amp = (device.type == 'cuda') if a.amp is None else a.amp
+    amp_dtype = torch.bfloat16 if amp else None
+    if a.video:
+        _extract_videos(a, _inference_model(a, device), device, amp_dtype)
+        return 0
     if a.dataset:
         dataset = _dataset(a)
         splits = a.splits
@@ -290,16 +378,13 @@ def cmd_extract(a) -> int:
         dataset = VideoReIDDataset(name='tracklets', train=[], query=tracklets, gallery=[], gallery_mode='none')
         splits = ['query']
     model = _inference_model(a, device)
-    amp = (device.type == 'cuda') if a.amp is None else a.amp
     out = extract_dataset(
         model, dataset, splits=splits, num_frames=a.num_frames, input_size=_input_size(a), batch_size=a.batch_size,
-        num_workers=a.workers, device=device, amp_dtype=torch.bfloat16 if amp else None, max_clips=a.max_clips)
+        num_workers=a.workers, device=device, amp_dtype=amp_dtype, max_clips=a.max_clips)
     if not a.dataset:
         out['split'][:] = -1  # plain folders: neither query nor gallery
-    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
-    meta = {'model': a.model, 'architecture': arch, 'dataset': out['dataset'], 'gallery_mode': out['gallery_mode'],
-            'num_frames': a.num_frames or getattr(model, 'num_frames', None), 'tracklets': out['tracklets'],
-            'input_size': list(a.img_size) if a.img_size else list(model.pretrained_cfg.get('input_size', ()))[1:]}
+    meta = dict(_embedding_meta(a, model), dataset=out['dataset'], gallery_mode=out['gallery_mode'],
+                tracklets=out['tracklets'])
     path = save_embeddings(a.output, out['embeddings'], out['pids'], out['camids'], out['split'], meta)
     counts = {name: int((out['split'] == code).sum()) for name, code in (('query', 0), ('gallery', 1), ('train', 2))}
     print(f'{path}: {out["embeddings"].shape[0]} tracklets x {out["embeddings"].shape[1]}-d embeddings '
@@ -307,10 +392,44 @@ def cmd_extract(a) -> int:
     return 0
 
 
+def add_match_args(p: argparse.ArgumentParser):
+    p.add_argument('embeddings', help='embeddings file of m3d-zoo extract --video V --tracks T [--video V2 ...]')
+    _add_output_arg(p, 'output folder: identities.csv/.json, identities.png, tracks/<camera>.txt')
+    p.add_argument('--threshold', type=float, default=0.3,
+                   help='largest cosine distance (0..2) at which tracks of two cameras are one person (default 0.3; '
+                        'identities.json lists the distance of every match, to tune it)')
+    p.add_argument('--no-relink', action='store_true', help='do not re-link tracks the tracker broke within a camera')
+    p.add_argument('--relink-threshold', type=float, help='largest distance for a re-link (default: --threshold)')
+    p.add_argument('--max-gap', type=int, help='most frames between a broken track\'s end and its continuation')
+    p.add_argument('--video-out', action='store_true',
+                   help='also write each camera\'s video with every box labelled with its global identity')
+
+
+def cmd_match(a) -> int:
+    from m3d_zoo.engine.match import match_embeddings_file, write_matches
+    _check_output_dir(a.output, '--output')
+    settings = {'embeddings': a.embeddings, 'threshold': a.threshold, 'relink': not a.no_relink,
+                'relink_threshold': a.relink_threshold, 'max_gap': a.max_gap}
+    try:
+        result, data = match_embeddings_file(a.embeddings, a.threshold, not a.no_relink, a.relink_threshold,
+                                             a.max_gap)
+    except ValueError as e:
+        if type(e).__module__.startswith('m3d_zoo'):
+            raise
+        raise CliError(str(e)) from e  # match_tracks' checks of the thresholds
+    files = write_matches(a.output, result, data, settings, video=a.video_out)
+    print(f'{len(result.global_ids)} tracks -> {result.num_identities} identities ({len(result.matches)} cross-camera '
+          f'matches, {len(result.links)} re-links); wrote {len(files)} files to {a.output}:')
+    for f in files:
+        print(f'  {f}')
+    return 0
+
+
 def add_evaluate_args(p: argparse.ArgumentParser):
     p.add_argument('embeddings', nargs='?', help='embeddings file from m3d-zoo extract (query + gallery)')
     p.add_argument('--gallery', help='a second embeddings file holding the gallery (the first is then the query)')
     _add_model_args(p, required=False)
+    _add_seed_arg(p)
     _add_dataset_args(p, required=False)
     _add_clip_args(p)
     _add_device_args(p, amp=False)
@@ -320,21 +439,27 @@ def add_evaluate_args(p: argparse.ArgumentParser):
     p.add_argument('--max-rank', type=int, default=20)
     p.add_argument('--cmc-png', help='where to save the CMC curve (default: next to the embeddings, _cmc.png)')
     p.add_argument('--results', help='write the results as JSON here (hub/release.py reads it)')
+    r = p.add_argument_group('ranked lists')
+    r.add_argument('--ranked-png', metavar='DIR', help='draw ranked lists here: each query\'s frames and its top '
+                                                       'gallery tracklets, green for a true match, red for a false one')
+    r.add_argument('--ranked-num', type=int, default=10, help='queries to draw, spread over the query set (default 10)')
+    r.add_argument('--ranked-k', type=int, default=5, help='gallery tracklets per query (default 5)')
 
 
 def cmd_evaluate(a) -> int:
-    from m3d_zoo.engine import evaluate_dataset, evaluate_embeddings_file, save_cmc_png
-    from m3d_zoo.engine.extract import results_to_json
+    from m3d_zoo.engine import save_cmc_png
+    from m3d_zoo.engine.extract import dataset_query_gallery, evaluate_query_gallery, query_gallery, results_to_json
     from m3d_zoo.eval import format_results
     if a.embeddings and a.model:
         raise CliError('evaluate takes an embeddings file or --model with --dataset, not both.')
     if a.results:
         _check_output(a.results, '--results', 'results.json')
+    if a.ranked_png:
+        _check_output_dir(a.ranked_png, '--ranked-png')
     if a.embeddings:
         png = a.cmc_png or os.path.splitext(a.embeddings)[0] + '_cmc.png'
         _check_output(png, '--cmc-png' if a.cmc_png else 'the CMC curve (--cmc-png)', 'cmc.png')
-        res = evaluate_embeddings_file(a.embeddings, a.gallery, metric=a.metric, ap_mode=a.ap_mode, rerank=a.rerank,
-                                       max_rank=a.max_rank)
+        qg = query_gallery(a.embeddings, a.gallery)
         name = os.path.basename(a.embeddings)
     elif a.model and a.dataset:
         device = _device(a.device)
@@ -342,20 +467,33 @@ def cmd_evaluate(a) -> int:
         png = a.cmc_png or f'{dataset.name}_cmc.png'
         _check_output(png, '--cmc-png' if a.cmc_png else 'the CMC curve (--cmc-png)', 'cmc.png')
         model = _inference_model(a, device)
-        res = evaluate_dataset(model, dataset, metric=a.metric, ap_mode=a.ap_mode, num_frames=a.num_frames,
-                               input_size=_input_size(a), batch_size=a.batch_size, num_workers=a.workers,
-                               device=device, max_clips=a.max_clips)
+        qg = dataset_query_gallery(model, dataset, num_frames=a.num_frames, input_size=_input_size(a),
+                                   batch_size=a.batch_size, num_workers=a.workers, device=device,
+                                   max_clips=a.max_clips)
         name = f'{a.model} on {dataset.name}'
     else:
         raise CliError('evaluate needs an embeddings file (m3d-zoo extract ... -o FILE), or --model with --dataset and '
                        '--root.')
+    res = evaluate_query_gallery(qg, metric=a.metric, ap_mode=a.ap_mode, rerank=a.rerank, max_rank=a.max_rank)
     print(format_results(res, name, table=True))
     save_cmc_png(png, {name: res['cmc']}, title=f'CMC: {name}')
     print(f'CMC curve: {png}')
+    if a.ranked_png:
+        _save_ranked(a, qg)
     if a.results:
         atomic_write_text(a.results, json.dumps(results_to_json(res), indent=1) + '\n')
         print(f'results: {a.results}')
     return 0
+
+
+def _save_ranked(a, qg) -> None:
+    from m3d_zoo.pictures import save_ranked_lists
+    if a.rerank:
+        print('ranked lists: drawn from the plain distances (not re-ranked)')
+    files = save_ranked_lists(a.ranked_png, qg.q_feats, qg.g_feats, qg.q_pids, qg.g_pids, qg.q_camids, qg.g_camids,
+                              qg.q_frames, qg.g_frames, metric=a.metric, num_queries=a.ranked_num, top_k=a.ranked_k,
+                              q_names=qg.q_names)
+    print(f'ranked lists: {len(files)} pictures in {a.ranked_png}')
 
 
 def add_list_args(p: argparse.ArgumentParser):
@@ -468,6 +606,8 @@ _COMMANDS = (
              'Train a model. Recipe fields can be overridden by the flags below.'),
     _Command('extract', 'embeddings of a dataset or of tracklet folders -> safetensors', add_extract_args,
              cmd_extract),
+    _Command('match', 'who is who across cameras: tracks of extracted videos -> global identities', add_match_args,
+             cmd_match),
     _Command('evaluate', 'CMC/mAP table and CMC curve (PNG) from embeddings, or from a model', add_evaluate_args,
              cmd_evaluate),
     _Command('list', 'list models (wildcard filter), recipes and datasets', add_list_args, cmd_list),

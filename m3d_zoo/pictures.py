@@ -2,18 +2,20 @@
 
     ranked_list_image(query, gallery, ...)    a query tracklet as a strip of frames, its top-k gallery strips below,
                                               bordered green (same person) or red (another), grey where unknown
+    save_ranked_lists(out_dir, ...)           those pictures for evaluated embeddings, ranked as the metrics rank
     contact_sheet(rows)                       one row per global identity, a crop from each of its tracks
     draw_identities_video(video, ...)         the video with each box drawn and labelled with its global identity
 
 Frames are RGB `PIL.Image`s or uint8 (H, W, 3) arrays; every picture is a `PIL.Image` to save as PNG.
 """
 import colorsys
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ['ranked_list_image', 'contact_sheet', 'draw_identities_video', 'strip', 'CORRECT', 'WRONG', 'UNKNOWN']
+__all__ = ['ranked_list_image', 'save_ranked_lists', 'contact_sheet', 'draw_identities_video', 'strip', 'save_png',
+           'identity_colour', 'CORRECT', 'WRONG', 'UNKNOWN']
 
 Frame = Union[Image.Image, np.ndarray]
 
@@ -171,3 +173,64 @@ def _draw_boxes(frame: Image.Image, boxes) -> None:
         draw.rectangle([x, y, x + bw, y + bh], outline=colour, width=3)
         draw.rectangle([x, y - _LABEL_H, x + 8 * len(str(identity)) + 6, y], fill=colour)
         draw.text((x + 3, y - _LABEL_H + 1), str(identity), fill='black')
+
+
+def save_png(image: Image.Image, path) -> str:
+    """ Save a picture as PNG atomically (a crash leaves no half-written file). """
+    from m3d_zoo._io import atomic_path
+    with atomic_path(path) as tmp:
+        image.save(tmp, format='PNG')
+    return str(path)
+
+
+def save_ranked_lists(
+        out_dir,
+        q_feats, g_feats, q_pids, g_pids, q_camids, g_camids,
+        q_frames: Callable[[int], Sequence[Frame]],
+        g_frames: Callable[[int], Sequence[Frame]],
+        metric: str = 'euclidean',
+        num_queries: int = 10,
+        top_k: int = 5,
+        q_names: Optional[Sequence[str]] = None,
+) -> List[str]:
+    """ One ranked-list PNG per query, for `num_queries` queries spread evenly over the query set.
+
+    The gallery is ranked as the evaluation ranks it: gallery tracklets of the query's person seen by the query's
+    camera are left out, and so are junk tracklets (id 0 where the set has distractors at -1, MARS's convention).
+    Borders are green for the query's person, red for another (a distractor too), grey where the query's id is
+    unknown (-1).
+
+    Args:
+        out_dir: Folder for `rank_<query index>_id<pid>.png`.
+        q_feats, g_feats, q_pids, g_pids, q_camids, g_camids: As for `m3d_zoo.eval.evaluate_embeddings`.
+        q_frames, g_frames: Row index -> that tracklet's frames.
+        metric: The evaluation's distance.
+        num_queries: How many queries to draw.
+        top_k: Gallery tracklets per query.
+        q_names: Per query row, a name for its label (e.g. its folder).
+
+    Returns:
+        The files written.
+    """
+    import torch
+    from pathlib import Path
+    from m3d_zoo.eval import FeatureDistance
+    q_pids, g_pids, q_camids, g_camids = (np.asarray(a) for a in (q_pids, g_pids, q_camids, g_camids))
+    dist = FeatureDistance(torch.as_tensor(q_feats).float(), torch.as_tensor(g_feats).float(), metric)
+    has_distractors = (g_pids == -1).any()
+    out = []
+    for qi in np.unique(np.linspace(0, len(q_pids) - 1, min(num_queries, len(q_pids))).round().astype(int)):
+        d = dist[[int(qi)]][0].cpu().numpy()
+        keep = ~((g_pids == q_pids[qi]) & (g_camids == q_camids[qi]))
+        if has_distractors:
+            keep &= g_pids != 0
+        ranked = np.flatnonzero(keep)[np.argsort(d[keep], kind='stable')][:top_k]
+        known = q_pids[qi] >= 0
+        correct = [bool(g_pids[j] == q_pids[qi]) if known else None for j in ranked]
+        labels = [f'{r + 1}: id {g_pids[j]} cam {g_camids[j]}  d={d[j]:.3f}' for r, j in enumerate(ranked)]
+        qname = q_names[qi] if q_names is not None else f'query {qi}'
+        img = ranked_list_image(q_frames(int(qi)), [g_frames(int(j)) for j in ranked],
+                                query_label=f'{qname}: id {q_pids[qi]} cam {q_camids[qi]}', gallery_labels=labels,
+                                correct=correct)
+        out.append(save_png(img, Path(out_dir) / f'rank_{qi:05d}_id{q_pids[qi]}.png'))
+    return out

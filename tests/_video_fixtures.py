@@ -18,8 +18,16 @@ PEOPLE: Dict[int, Tuple[Tuple[int, int, int], int, int, int, int, int, int]] = {
 }
 
 
-def box(track_id: int, frame: int) -> Tuple[int, int, int, int]:
-    _, first, _, left, top, w, h = PEOPLE[track_id]
+# the same three people seen by a second camera, at other places and times, under other track ids
+PEOPLE_CAM2: Dict[int, Tuple[Tuple[int, int, int], int, int, int, int, int, int]] = {
+    11: ((40, 60, 230), 2, 30, 10, 30, 18, 50),
+    12: ((230, 30, 30), 10, 38, 70, 15, 22, 64),
+    13: ((30, 200, 30), 20, 40, 120, 20, 20, 66),
+}
+
+
+def box(track_id: int, frame: int, people=PEOPLE) -> Tuple[int, int, int, int]:
+    _, first, _, left, top, w, h = people[track_id]
     return left + (frame - first), top, w, h
 
 
@@ -28,19 +36,19 @@ def frame_array(frame: int, people=PEOPLE) -> np.ndarray:
     img[:] = BACKGROUND
     for tid, (colour, first, last, *_rest) in people.items():
         if first <= frame <= last:
-            x, y, w, h = box(tid, frame)
+            x, y, w, h = box(tid, frame, people)
             img[y:y + h, x:x + w] = colour
     return img
 
 
-def write_video(path: Path, num_frames: int = 40, fps: int = 10) -> Path:
+def write_video(path: Path, num_frames: int = 40, fps: int = 10, people=PEOPLE) -> Path:
     import av
     with av.open(str(path), mode='w') as out:
         stream = out.add_stream('mpeg4', rate=fps)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, 'yuv420p'
         stream.bit_rate = 4_000_000  # near-lossless: solid colours stay solid
         for f in range(1, num_frames + 1):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame_array(f), format='rgb24')):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame_array(f, people), format='rgb24')):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
@@ -51,11 +59,11 @@ def track_lines(people=PEOPLE) -> List[str]:
     lines = []
     for tid, (_, first, last, *_rest) in people.items():
         for f in range(first, last + 1):
-            x, y, w, h = box(tid, f)
+            x, y, w, h = box(tid, f, people)
             lines.append(f'{f},{tid},{x},{y},{w},{h},1,-1,-1,-1')
     return sorted(lines, key=lambda s: int(s.split(',')[0]))
 
 
-def write_tracks(path: Path, lines=None) -> Path:
-    path.write_text('\n'.join(track_lines() if lines is None else lines) + '\n')
+def write_tracks(path: Path, lines=None, people=PEOPLE) -> Path:
+    path.write_text('\n'.join(track_lines(people) if lines is None else lines) + '\n')
     return path

@@ -1,5 +1,6 @@
 """`m3d-zoo` commands: train, extract, evaluate (table + CMC PNG), list, export, push, and their input errors."""
 import json
+import math
 import re
 from dataclasses import fields
 
@@ -102,14 +103,18 @@ OPTIONS = {
               {'dataset': 'd', 'eval_batch_size': 16, 'force_unlock': False, 'grad_checkpointing': False,
                'no_progress': False, 'output': 'output/train', 'pretrained': False, 'recipe': 'modern',
                'sync_bn': False, 'workers': 4}),
-    'extract': (['--model', 'm', '--dataset', 'd', '-o', 'o'], 'amp dataset_kwargs device gallery_mode img_size '
-                'max_clips model_kwargs num_frames pretrained_file root split_id tracklets',
+    'extract': (['--model', 'm', '--dataset', 'd', '-o', 'o'], 'amp camera_names crop_cache dataset_kwargs device '
+                'gallery_mode img_size max_clips model_kwargs num_frames pretrained_file root split_id tracklets '
+                'tracks video',
                 {'batch_size': 16, 'dataset': 'd', 'model': 'm', 'output': 'o', 'pretrained': False,
-                 'splits': ['query', 'gallery'], 'workers': 4}),
+                 'splits': ['query', 'gallery'], 'workers': 4, 'crop_mode': 'stretch', 'min_len': 8, 'max_len': 64,
+                 'min_height': 0., 'min_conf': -math.inf, 'min_visibility': 0., 'seed': 0}),
+    'match': (['e', '-o', 'o'], 'max_gap relink_threshold',
+              {'embeddings': 'e', 'output': 'o', 'threshold': 0.3, 'no_relink': False, 'video_out': False}),
     'evaluate': ([], 'cmc_png dataset dataset_kwargs device embeddings gallery gallery_mode img_size max_clips model '
-                 'model_kwargs num_frames pretrained_file results root split_id',
+                 'model_kwargs num_frames pretrained_file ranked_png results root split_id',
                  {'ap_mode': 'standard', 'batch_size': 16, 'max_rank': 20, 'metric': 'euclidean', 'pretrained': False,
-                  'rerank': False, 'workers': 4}),
+                  'rerank': False, 'workers': 4, 'ranked_num': 10, 'ranked_k': 5, 'seed': 0}),
     'list': ([], '', {'filter': '', 'pretrained': False}),
     'export': (['--model', 'm', '-o', 'o'], 'model_kwargs num_frames pretrained_file',
                {'batch_size': 2, 'format': 'onnx', 'img_size': (256, 128), 'model': 'm', 'no_fuse': False,

@@ -1,5 +1,5 @@
-""" Video ReID data: datasets (MARS, PRID-2011, iLIDS-VID, generic tracklet folders, synthetic gait), clip sampling,
-identity-balanced batches and clip transforms. """
+""" Video ReID data: datasets (MARS, PRID-2011, iLIDS-VID, generic tracklet folders, synthetic gait), tracker output
+and videos cut into tracklets, clip sampling, identity-balanced batches and clip transforms. """
 from .base import DatasetError, Tracklet, VideoReIDDataset, natural_key, read_image, verify_images
 from .clip_dataset import (
     CLIP_SAMPLING_MODES, ClipDataset, EvalClipDataset, sample_train_indices, eval_clip_indices, tracklet_labels)
@@ -11,4 +11,7 @@ from .prid2011 import load_prid2011
 from .samplers import PKBatchSampler, RandomBatchSampler
 from .splits import make_random_splits
 from .synthetic import make_synthetic_gait
+from .tracks import TrackFileError, Tracks, TrackletBoxes, read_tracks, split_tracks, write_tracks
+from .video import (
+    CROP_MODES, VideoError, VideoInfo, VideoTracklet, crop_box, iter_frames, probe_video, stream_tracklets)
 from .transforms import VideoTransform, create_video_transform, resolve_video_data_config

@@ -15,7 +15,7 @@ import itertools
 import json
 import math
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -109,7 +109,7 @@ def _frame(template: np.ndarray, rng: np.random.Generator, noise: float, jitter:
 
 
 def make_synthetic_gait(
-        root: str,
+        root: Union[str, os.PathLike],
         num_ids: int = 100,
         tracklets_per_id: int = 4,
         length: int = 16,
@@ -152,6 +152,7 @@ def make_synthetic_gait(
     num_train_ids = num_ids // 2 if num_train_ids is None else num_train_ids
     if not 0 <= num_train_ids < num_ids:
         raise ValueError(f'num_train_ids must be in [0, {num_ids}), got {num_train_ids}')
+    root = os.fspath(root)  # a Path too: the summary is JSON
     fmt = fmt.lower().lstrip('.')
     if fmt not in ('png', 'jpg', 'jpeg'):
         raise ValueError(f'fmt must be png or jpg, got {fmt!r}')

@@ -2,8 +2,9 @@
 from .checkpoint import (
     Checkpoint, CheckpointError, check_resume_compatible, load_checkpoint, model_from_checkpoint, save_checkpoint)
 from .extract import (
-    embed_tracklets, evaluate_dataset, evaluate_embeddings_file, extract_dataset, extract_embeddings,
-    find_tracklet_folders, load_embeddings, load_inference_model, save_embeddings)
+    CropOptions, VideoSource, embed_tracklets, evaluate_dataset, evaluate_embeddings_file, extract_dataset,
+    extract_embeddings, extract_videos, find_tracklet_folders, load_embeddings, load_inference_model, save_embeddings)
+from .match import MatchResult, match_tracks
 from .losses import ReidLoss, TripletLoss, batch_hard_triplet_loss
 from .plot import save_cmc_png
 from .recipes import RECIPES, TrainRecipe, UnknownRecipeError, get_recipe, list_recipes

@@ -10,12 +10,23 @@ An embeddings file is safetensors with the tensors
 
 and string metadata: model, dataset, num_frames, input_size, gallery_mode, splits (the split codes, JSON) and
 tracklets (JSON list of each tracklet's folder), so a file can be evaluated or inspected without the data.
+
+Embeddings of tracklets cut from videos (`extract_videos`, `m3d-zoo extract --video V --tracks T`) also hold
+
+    track_ids     int64 (N,), the tracker's id of each tracklet's track (camids: the camera's index)
+    first_frames  int64 (N,), the tracklet's first frame (1-based)
+    last_frames   int64 (N,), its last frame
+    thumbnails    uint8 (N, 128, 64, 3), the tracklet's middle crop, for pictures
+
+and the metadata `cameras` (JSON list of each camera's name, video and track file).
 """
 import json
 import logging
+import math
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -23,21 +34,27 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from m3d_zoo.data import EvalClipDataset, Tracklet, VideoReIDDataset, create_video_transform, tracklet_labels
-from m3d_zoo.data.base import DatasetError, list_images, natural_key
+from m3d_zoo.data.base import DatasetError, list_images, natural_key, read_image
+from m3d_zoo.data.tracks import read_tracks, split_tracks
+from m3d_zoo.data.video import (
+    CropClipDataset, VideoTracklet, check_tracks_fit_video, probe_video, read_crop_cache, stream_tracklets,
+    write_crop_cache)
 from m3d_zoo.eval import evaluate_embeddings
 
-from .._io import SafetensorsReadError, read_safetensors, write_safetensors
+from .._io import SafetensorsReadError, file_sha256, read_safetensors, write_safetensors
 from .checkpoint import model_from_checkpoint
 
 __all__ = [
     'EmbeddingsError', 'SPLIT_CODES', 'load_inference_model', 'extract_embeddings', 'embed_tracklets',
     'extract_dataset', 'find_tracklet_folders', 'save_embeddings', 'load_embeddings', 'evaluate_dataset',
-    'evaluate_embeddings_file', 'results_to_json',
+    'evaluate_embeddings_file', 'results_to_json', 'query_gallery', 'dataset_query_gallery', 'evaluate_query_gallery',
+    'QueryGallery', 'extract_videos', 'VideoSource', 'CropOptions', 'THUMBNAIL_SIZE',
 ]
 
 _logger = logging.getLogger(__name__)
 
 SPLIT_CODES = {'query': 0, 'gallery': 1, 'train': 2, 'none': -1}
+THUMBNAIL_SIZE = (128, 64)  # (H, W) of the per-tracklet crop kept for pictures
 
 
 class EmbeddingsError(ValueError):
@@ -154,11 +171,14 @@ def embed_tracklets(
         return torch.zeros(0, 0)
     transform = create_video_transform(model, is_training=False, **({'input_size': input_size} if input_size else {}))
     ds = EvalClipDataset(tracklets, _model_frames(model, num_frames), transform, max_clips=max_clips)
-    # a model with a classifier (e.g. during training) returns logits: take its embedding instead
-    net = _Embedder(model) if getattr(model, 'num_classes', 0) and hasattr(model, 'forward_head') else model
     return extract_embeddings(
-        net, ds, batch_size=batch_size, num_workers=num_workers, device=device, amp_dtype=amp_dtype,
+        _embedding_net(model), ds, batch_size=batch_size, num_workers=num_workers, device=device, amp_dtype=amp_dtype,
         pin_memory=device is not None and torch.device(device).type == 'cuda')
+
+
+def _embedding_net(model: nn.Module) -> nn.Module:
+    """The model, or its embedding if it has a classifier (e.g. during training: its forward returns logits)."""
+    return _Embedder(model) if getattr(model, 'num_classes', 0) and hasattr(model, 'forward_head') else model
 
 
 class _Embedder(nn.Module):
@@ -201,6 +221,143 @@ def extract_dataset(
     }
 
 
+@dataclass
+class VideoSource:
+    """One camera: its video, the tracker's track file for it (MOTChallenge text), and a name (default: the video's
+    file name without its extension)."""
+    video: str
+    tracks: str
+    name: Optional[str] = None
+
+
+@dataclass
+class CropOptions:
+    """How tracks become tracklets of crops (see `m3d_zoo.data.tracks.split_tracks` and `m3d_zoo.data.video`)."""
+    mode: str = 'stretch'
+    min_len: int = 8
+    max_len: int = 64
+    min_height: float = 0.
+    min_conf: float = -math.inf
+    min_visibility: float = 0.
+
+    def filters(self) -> Dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != 'mode'}
+
+
+def _camera_names(sources: Sequence[VideoSource]) -> List[str]:
+    names = [s.name or Path(s.video).stem for s in sources]
+    if len(set(names)) < len(names):  # cam1/video.mp4, cam2/video.mp4: number them
+        names = [f'{n}_{i}' for i, n in enumerate(names)]
+    return names
+
+
+def _cache_key(src: VideoSource, size: Tuple[int, int], crop: CropOptions) -> Dict[str, Any]:
+    """What a cached camera's crops depend on: the video file (size, time), the track file's contents, the options."""
+    stat = os.stat(src.video)
+    return {'video': os.path.abspath(src.video), 'video_bytes': stat.st_size, 'video_mtime_ns': stat.st_mtime_ns,
+            'tracks_sha256': file_sha256(src.tracks), 'size': list(size), **asdict(crop)}
+
+
+def _video_tracklets(src: VideoSource, camera: int, size: Tuple[int, int], crop: CropOptions,
+                     cache: Optional[Path]) -> Tuple[Iterable[VideoTracklet], int, Dict[str, Any]]:
+    """The camera's tracklets (streamed from the video, or read from the cache), their number, and what was kept."""
+    info = probe_video(src.video)
+    tracks = read_tracks(src.tracks)
+    check_tracks_fit_video(tracks, info)
+    pieces, stats = split_tracks(tracks, camera, (info.width, info.height), **crop.filters())
+    summary = {'boxes': stats.boxes, 'kept_boxes': stats.kept_boxes, 'skipped_boxes': stats.skipped,
+               'num_tracks': stats.tracks, 'short_tracks': stats.short_tracks, 'tracklets': stats.tracklets}
+    if not pieces:
+        raise DatasetError(f'{src.tracks}: no tracklet is left after the filters ({summary}); lower --min-len, '
+                           f'--min-height, --min-conf or --min-visibility.')
+    if cache is None:
+        return stream_tracklets(src.video, pieces, size, crop.mode), len(pieces), summary
+    key = _cache_key(src, size, crop)
+    cached = read_crop_cache(str(cache), key)
+    if cached is not None:
+        return cached, len(cached), dict(summary, cached=True)
+    return write_crop_cache(str(cache), key, stream_tracklets(src.video, pieces, size, crop.mode)), len(pieces), summary
+
+
+def _thumbnail(t: VideoTracklet) -> np.ndarray:
+    from PIL import Image
+    middle = Image.fromarray(t.crops[len(t.crops) // 2])
+    return np.asarray(middle.resize(THUMBNAIL_SIZE[::-1], Image.BILINEAR))
+
+
+def extract_videos(
+        model: nn.Module,
+        sources: Sequence[VideoSource],
+        crop: Optional[CropOptions] = None,
+        cache_dir: Optional[Union[str, Path]] = None,
+        num_frames: Optional[int] = None,
+        input_size: Optional[Tuple[int, int]] = None,
+        batch_size: int = 16,
+        device: Optional[torch.device] = None,
+        amp_dtype: Optional[torch.dtype] = None,
+        max_clips: Optional[int] = None,
+        chunk: int = 32,
+        progress: bool = True,
+) -> Dict[str, Any]:
+    """Embeddings of the tracklets of each camera's video and track file, one row per tracklet.
+
+    Each video is decoded once; its tracklets are embedded `chunk` at a time as they complete, so memory holds the
+    tracklets in flight and one chunk, whatever the video's length.
+
+    Args:
+        model: The embedding model.
+        sources: One `VideoSource` per camera; its index is the camera id.
+        crop: Crop mode and track filters (default `CropOptions()`).
+        cache_dir: Keep each camera's crops in `<cache_dir>/<camera name>` and reuse them when the video, the track
+            file and the options are unchanged.
+        num_frames, input_size, batch_size, device, amp_dtype, max_clips: As for `embed_tracklets`.
+        chunk: Tracklets embedded together.
+        progress: A progress bar per camera.
+
+    Returns:
+        The embeddings file's tensors (see the module docstring) and `cameras`: each camera's name, video, track file
+        and counts of what was kept and dropped.
+    """
+    from tqdm import tqdm
+    crop = crop or CropOptions()
+    transform = create_video_transform(model, is_training=False, **({'input_size': input_size} if input_size else {}))
+    frames, net = _model_frames(model, num_frames), _embedding_net(model)
+    rows: Dict[str, list] = {k: [] for k in ('embeddings', 'camids', 'track_ids', 'first_frames', 'last_frames',
+                                             'thumbnails')}
+    cameras = []
+
+    def embed(batch: List[VideoTracklet], bar):
+        ds = CropClipDataset(batch, frames, transform, max_clips=max_clips)
+        rows['embeddings'].append(extract_embeddings(net, ds, batch_size=batch_size, device=device,
+                                                     amp_dtype=amp_dtype))
+        for t in batch:
+            rows['camids'].append(t.camera)
+            rows['track_ids'].append(t.track_id)
+            rows['first_frames'].append(t.first_frame)
+            rows['last_frames'].append(t.last_frame)
+            rows['thumbnails'].append(_thumbnail(t))
+        bar.update(len(batch))
+        batch.clear()
+
+    for camera, (src, name) in enumerate(zip(sources, _camera_names(sources))):
+        cache = Path(cache_dir) / name if cache_dir is not None else None
+        stream, total, summary = _video_tracklets(src, camera, transform.size, crop, cache)
+        pending: List[VideoTracklet] = []
+        with tqdm(total=total, desc=f'{name}: tracklets embedded', unit='tracklet', disable=not progress) as bar:
+            for t in stream:
+                pending.append(t)
+                if len(pending) >= chunk:
+                    embed(pending, bar)
+            if pending:
+                embed(pending, bar)
+        cameras.append({'name': name, 'video': src.video, 'tracks': src.tracks, **summary})
+    n = len(rows['camids'])
+    long = {k: torch.tensor(rows[k], dtype=torch.int64) for k in ('camids', 'track_ids', 'first_frames', 'last_frames')}
+    return {'embeddings': torch.cat(rows['embeddings']), 'pids': torch.full((n,), -1, dtype=torch.int64),
+            'split': torch.full((n,), SPLIT_CODES['none'], dtype=torch.int64), **long,
+            'thumbnails': torch.from_numpy(np.stack(rows['thumbnails'])), 'cameras': cameras}
+
+
 def find_tracklet_folders(folders: Sequence[str]) -> List[Tracklet]:
     """Tracklets from plain folders: each given folder that holds images is one tracklet; otherwise every folder
     below it that holds images is.
@@ -235,8 +392,11 @@ def save_embeddings(
         camids: torch.Tensor,
         split: Optional[torch.Tensor] = None,
         metadata: Optional[Dict[str, Any]] = None,
+        extra: Optional[Dict[str, torch.Tensor]] = None,
 ) -> Path:
     """Write an embeddings file (safetensors, atomically); see the module docstring for the keys.
+
+    `extra`: more per-row tensors (first dimension N), e.g. the video columns of `extract_videos`.
 
     Raises:
         ValueError: The tensors do not have one row per tracklet.
@@ -252,6 +412,10 @@ def save_embeddings(
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     tensors = {'embeddings': embeddings.float().contiguous(), 'pids': pids.long().contiguous(),
                'camids': camids.long().contiguous(), 'split': split.long().contiguous()}
+    for name, t in (extra or {}).items():
+        if name in tensors or t.shape[:1] != (n,):
+            raise ValueError(f'extra tensor {name!r} must be new and have {n} rows, got shape {tuple(t.shape)}')
+        tensors[name] = t.contiguous()
     return write_safetensors(path, tensors, meta)
 
 
@@ -291,44 +455,95 @@ def evaluate_dataset(
         **kwargs: Any,
 ) -> Dict[str, Any]:
     """Query/gallery embeddings of `dataset` and their CMC/mAP (the paper's clip-averaging protocol)."""
+    return evaluate_query_gallery(dataset_query_gallery(model, dataset, **kwargs), metric=metric, ap_mode=ap_mode)
+
+
+def evaluate_query_gallery(qg: 'QueryGallery', **kwargs: Any) -> Dict[str, Any]:
+    """CMC/mAP of a `QueryGallery`; `kwargs` go to `m3d_zoo.eval.evaluate_embeddings` (metric, ap_mode, ...)."""
+    return evaluate_embeddings(qg.q_feats, qg.g_feats, qg.q_pids, qg.g_pids, qg.q_camids, qg.g_camids,
+                               gallery_mode=qg.gallery_mode, **kwargs)
+
+
+class QueryGallery(NamedTuple):
+    """Query and gallery rows of embeddings files: features, ids, cameras, each row's frames, the gallery convention."""
+    q_feats: torch.Tensor
+    g_feats: torch.Tensor
+    q_pids: torch.Tensor
+    g_pids: torch.Tensor
+    q_camids: torch.Tensor
+    g_camids: torch.Tensor
+    gallery_mode: Optional[str]
+    q_frames: Callable[[int], List[Any]]
+    g_frames: Callable[[int], List[Any]]
+    q_names: List[str]
+
+
+def _rows_frames(data: Dict[str, Any], rows: np.ndarray) -> Tuple[Callable[[int], List[Any]], List[str]]:
+    """Row -> its tracklet's frames (read from its folder, else its thumbnail), and a name per row."""
+    folders = json.loads(data['metadata'].get('tracklets', 'null')) or []
+    thumbs = data.get('thumbnails')
+    if 'track_ids' in data:
+        names = [f'c{int(c)} t{int(t)} f{int(f)}-{int(g)}' for c, t, f, g in zip(
+            data['camids'][rows], data['track_ids'][rows], data['first_frames'][rows], data['last_frames'][rows])]
+    else:
+        names = [os.path.basename(folders[r]) if len(folders) > r else f'row {r}' for r in rows]
+
+    def frames(i: int) -> List[Any]:
+        r = int(rows[i])
+        if len(folders) > r and os.path.isdir(folders[r]):
+            return [read_image(f) for f in list_images(folders[r])]
+        if thumbs is not None:
+            return [thumbs[r].numpy()]
+        raise EmbeddingsError(f'The frames of row {r} are not available: its folder '
+                              f'{folders[r] if len(folders) > r else "(not recorded)"} is gone and the file holds no '
+                              f'thumbnails.')
+    return frames, names
+
+
+def query_gallery(path: Union[str, Path], gallery_path: Optional[Union[str, Path]] = None) -> QueryGallery:
+    """The query and gallery of an embeddings file (by its `split` codes) or of two files (query, gallery)."""
+    data = load_embeddings(path)
+    if gallery_path is not None:
+        gal = load_embeddings(gallery_path)
+        qm, gm = np.arange(len(data['pids'])), np.arange(len(gal['pids']))
+        gallery_mode = gal['metadata'].get('gallery_mode') or 'gallery file'
+    else:
+        gal, split = data, data.get('split')
+        if split is None or not ((split == 0).any() and (split == 1).any()):
+            raise EmbeddingsError(f'{path} does not hold both query (split 0) and gallery (split 1) tracklets: '
+                                  f'extract with --splits query gallery, or pass the gallery as a second file.')
+        qm, gm = np.flatnonzero(split.numpy() == 0), np.flatnonzero(split.numpy() == 1)
+        gallery_mode = data['metadata'].get('gallery_mode')
+    if data['embeddings'].shape[1] != gal['embeddings'].shape[1]:
+        raise EmbeddingsError(f'query embeddings are {data["embeddings"].shape[1]}-d, gallery ones '
+                              f'{gal["embeddings"].shape[1]}-d: they come from different models.')
+    if not np.isin(data['pids'][qm].numpy(), gal['pids'][gm].numpy()).any():
+        raise EmbeddingsError(f'no query identity of {path} appears in the gallery'
+                              + (f' {gallery_path}' if gallery_path is not None else '')
+                              + ': the files come from different datasets or splits.')
+    (q_frames, q_names), (g_frames, _) = _rows_frames(data, qm), _rows_frames(gal, gm)
+    return QueryGallery(data['embeddings'][qm], gal['embeddings'][gm], data['pids'][qm], gal['pids'][gm],
+                        data['camids'][qm], gal['camids'][gm], gallery_mode, q_frames, g_frames, q_names)
+
+
+def dataset_query_gallery(model: nn.Module, dataset: VideoReIDDataset, **kwargs: Any) -> QueryGallery:
+    """The embeddings of a dataset's query and gallery (`kwargs` as for `embed_tracklets`)."""
     q = embed_tracklets(model, dataset.query, **kwargs)
     g = embed_tracklets(model, dataset.gallery, **kwargs)
-    qp, qc = tracklet_labels(dataset.query)
-    gp, gc = tracklet_labels(dataset.gallery)
-    return evaluate_embeddings(q, g, qp, gp, qc, gc, metric=metric, ap_mode=ap_mode,
-                               gallery_mode=dataset.gallery_mode)
+    (qp, qc), (gp, gc) = tracklet_labels(dataset.query), tracklet_labels(dataset.gallery)
+
+    def frames(tracklets):
+        return lambda i: [read_image(p) for p in tracklets[i].paths]
+    names = [os.path.basename(os.path.dirname(t.paths[0])) for t in dataset.query]
+    return QueryGallery(q, g, torch.from_numpy(qp), torch.from_numpy(gp), torch.from_numpy(qc), torch.from_numpy(gc),
+                        dataset.gallery_mode, frames(dataset.query), frames(dataset.gallery), names)
 
 
 def evaluate_embeddings_file(
         path: Union[str, Path],
         gallery_path: Optional[Union[str, Path]] = None,
-        metric: str = 'euclidean',
-        ap_mode: str = 'standard',
-        rerank: bool = False,
-        max_rank: int = 20,
+        **kwargs: Any,
 ) -> Dict[str, Any]:
-    """CMC/mAP from an embeddings file (query and gallery by its `split` codes) or from two files (query, gallery)."""
-    data = load_embeddings(path)
-    if gallery_path is not None:
-        gal = load_embeddings(gallery_path)
-        q = (data['embeddings'], data['pids'], data['camids'])
-        g = (gal['embeddings'], gal['pids'], gal['camids'])
-        gallery_mode = gal['metadata'].get('gallery_mode') or 'gallery file'
-    else:
-        split = data.get('split')
-        if split is None or not ((split == 0).any() and (split == 1).any()):
-            raise EmbeddingsError(f'{path} does not hold both query (split 0) and gallery (split 1) tracklets: '
-                                  f'extract with --splits query gallery, or pass the gallery as a second file.')
-        qm, gm = split == 0, split == 1
-        q = (data['embeddings'][qm], data['pids'][qm], data['camids'][qm])
-        g = (data['embeddings'][gm], data['pids'][gm], data['camids'][gm])
-        gallery_mode = data['metadata'].get('gallery_mode')
-    if q[0].shape[1] != g[0].shape[1]:
-        raise EmbeddingsError(f'query embeddings are {q[0].shape[1]}-d, gallery ones {g[0].shape[1]}-d: they come '
-                              f'from different models.')
-    if not np.isin(np.asarray(q[1]), np.asarray(g[1])).any():
-        raise EmbeddingsError(f'no query identity of {path} appears in the gallery'
-                              + (f' {gallery_path}' if gallery_path is not None else '')
-                              + ': the files come from different datasets or splits.')
-    return evaluate_embeddings(q[0], g[0], q[1], g[1], q[2], g[2], metric=metric, rerank=rerank, ap_mode=ap_mode,
-                               gallery_mode=gallery_mode, max_rank=max_rank)
+    """CMC/mAP from an embeddings file (query and gallery by its `split` codes) or from two files (query, gallery);
+    `kwargs` go to `m3d_zoo.eval.evaluate_embeddings` (metric, ap_mode, rerank, max_rank)."""
+    return evaluate_query_gallery(query_gallery(path, gallery_path), **kwargs)

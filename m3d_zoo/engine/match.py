@@ -18,12 +18,13 @@ embedding is the mean of its tracklets' (L2-normalised). Distances are cosine di
 One person is never in two tracks of one camera at overlapping times: re-linking joins only tracks that do not
 overlap, and each identity takes at most one (re-linked) track from each camera.
 """
+import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ['MatchResult', 'match_tracks', 'cosine_distance']
+__all__ = ['MatchResult', 'match_tracks', 'cosine_distance', 'match_embeddings_file', 'write_matches']
 
 _NO_MATCH = 1e6  # a cost above every allowed pair, for the forbidden ones
 
@@ -195,3 +196,95 @@ def _renumbering(ids: np.ndarray, first: np.ndarray, cam: np.ndarray) -> Dict[in
     for i in np.lexsort((cam, first)):
         new.setdefault(int(ids[i]), len(new) + 1)
     return new
+
+
+def match_embeddings_file(path, threshold: float = 0.3, relink: bool = True, relink_threshold: Optional[float] = None,
+                          max_gap: Optional[int] = None) -> Tuple[MatchResult, Dict]:
+    """`match_tracks` on an embeddings file written by `extract_videos` (`m3d-zoo extract --video ... --tracks ...`).
+
+    Returns:
+        The matching, and the file's contents (`load_embeddings`).
+    """
+    from .extract import EmbeddingsError, load_embeddings
+    data = load_embeddings(path)
+    missing = [k for k in ('track_ids', 'first_frames', 'last_frames') if k not in data]
+    if missing or 'cameras' not in data['metadata']:
+        raise EmbeddingsError(f'{path} was not extracted from videos (it lacks {missing or ["cameras"]}): matching '
+                              f'needs m3d-zoo extract --video V --tracks T [--video V2 --tracks T2 ...] -o FILE.')
+    result = match_tracks(data['embeddings'].numpy(), data['camids'].numpy(), data['track_ids'].numpy(),
+                          data['first_frames'].numpy(), data['last_frames'].numpy(), threshold=threshold, relink=relink,
+                          relink_threshold=relink_threshold, max_gap=max_gap)
+    return result, data
+
+
+def _global_ids_for_file(result: MatchResult, camera: int, tracks, next_id: int) -> Tuple[np.ndarray, int]:
+    """Each box's global identity; tracks that were not matched (too short, filtered) get fresh ones from next_id."""
+    known = {int(t): int(g) for c, t, g in zip(result.cameras, result.track_ids, result.global_ids) if c == camera}
+    for tid in np.unique(tracks.track_id):
+        if int(tid) not in known:
+            known[int(tid)] = next_id
+            next_id += 1
+    return np.array([known[int(t)] for t in tracks.track_id], dtype=np.int64), next_id
+
+
+def write_matches(out_dir, result: MatchResult, data: Dict, settings: Dict, video: bool = False) -> List[str]:
+    """Write what `m3d-zoo match` gives: the identity table (CSV, JSON), each camera's track file with global
+    identities, a contact sheet, and (`video`) each camera's video with the boxes labelled.
+
+    Returns:
+        The files written.
+    """
+    import csv
+    import io
+    import json
+    import logging
+    from pathlib import Path
+    from m3d_zoo._io import atomic_write_text
+    from m3d_zoo.data.tracks import read_tracks, write_tracks
+    from m3d_zoo.pictures import contact_sheet, draw_identities_video, save_png
+    out_dir = Path(out_dir)
+    cameras = json.loads(data['metadata']['cameras'])
+    table = [dict(camera_name=cameras[r['camera']]['name'], **r) for r in result.table()]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(table[0]))
+    writer.writeheader()
+    writer.writerows(table)
+    written = [str(atomic_write_text(out_dir / 'identities.csv', buf.getvalue()))]
+    summary = {'settings': settings, 'num_tracks': len(table), 'num_identities': result.num_identities,
+               'tracks': table, 'relinks': [dict(zip(('camera', 'earlier_track', 'later_track', 'distance'), x))
+                                            for x in result.links],
+               'matches': [dict(zip(('global_id', 'camera', 'track_id', 'distance'), x)) for x in result.matches]}
+    written.append(str(atomic_write_text(out_dir / 'identities.json', json.dumps(summary, indent=1) + '\n')))
+    next_id = int(result.global_ids.max()) + 1
+    for camera, cam in enumerate(cameras):
+        if not os.path.isfile(cam['tracks']):
+            logging.getLogger(__name__).warning(f'{cam["tracks"]} is gone: its track file is not rewritten.')
+            continue
+        tracks = read_tracks(cam['tracks'])
+        ids, next_id = _global_ids_for_file(result, camera, tracks, next_id)
+        target = out_dir / 'tracks' / f'{cam["name"]}.txt'
+        write_tracks(str(target), tracks, ids)
+        written.append(str(target))
+        if video:
+            target = out_dir / f'{cam["name"]}_identities.mp4'
+            boxes: Dict[int, list] = {}
+            for f, g, b in zip(tracks.frame, ids, tracks.boxes):
+                boxes.setdefault(int(f), []).append((int(g), b))
+            draw_identities_video(cam['video'], str(target), boxes)
+            written.append(str(target))
+    written.append(save_png(contact_sheet(_sheet_rows(result, data, cameras)), out_dir / 'identities.png'))
+    return written
+
+
+def _sheet_rows(result: MatchResult, data: Dict, cameras: List[Dict]) -> List[Tuple[str, list]]:
+    """One row per global identity: the middle tracklet's thumbnail of each of its tracks."""
+    thumbs = data['thumbnails'].numpy()
+    rows = []
+    for g in np.unique(result.global_ids):
+        items = []
+        for k in np.flatnonzero(result.global_ids == g):
+            c, t = result.cameras[k], result.track_ids[k]
+            members = np.flatnonzero((data['camids'].numpy() == c) & (data['track_ids'].numpy() == t))
+            items.append((f'{cameras[c]["name"][:10]} t{t}', thumbs[members[len(members) // 2]]))
+        rows.append((f'id {g}', items))
+    return rows
