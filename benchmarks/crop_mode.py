@@ -92,7 +92,7 @@ def cut_crops(video: str, tracks: Tracks, folder: Path, mode: str, camera: int =
         shutil.rmtree(folder, ignore_errors=True)  # a partial or different cache: its folders would be read too
         for _ in write_crop_cache(str(folder), key, stream_tracklets(video, pieces, CROP_SIZE, mode)):
             pass
-    return (f'{len({t.track_id for t in pieces})} ids, {len(pieces)} tracklets, {stats.kept_boxes} boxes'
+    return (f'{len({t.track_id for t in pieces})} ids, {len(pieces)} tracklets, {sum(map(len, pieces))} boxes'
             + (f' ({stats.short_tracks} tracks under {TRACKLET_LEN[0]} boxes left out)' if stats.short_tracks else ''))
 
 
