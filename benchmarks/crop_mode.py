@@ -93,7 +93,7 @@ def cut_crops(video: str, tracks: Tracks, folder: Path, mode: str, camera: int =
         for _ in write_crop_cache(str(folder), key, stream_tracklets(video, pieces, CROP_SIZE, mode)):
             pass
     return (f'{len({t.track_id for t in pieces})} ids, {len(pieces)} tracklets, {sum(map(len, pieces))} boxes'
-            + (f' ({stats.short_tracks} tracks under {TRACKLET_LEN[0]} boxes left out)' if stats.short_tracks else ''))
+            + (f'; {stats.short_tracks} track(s) under {TRACKLET_LEN[0]} boxes left out' if stats.short_tracks else ''))
 
 
 def make_datasets(data: str, work: Path) -> Dict[str, VideoReIDDataset]:
