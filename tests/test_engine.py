@@ -55,8 +55,10 @@ def gait_root(tmp_path_factory):
 
 def _run(gait_root, out, model='m3d_resnet18', **kw):
     args = dict(TINY, **kw)
-    opts = {k: args.pop(k) for k in ('resume', 'push_to_hub', 'force_unlock') if k in args}
-    return train(model, 'folder', root=gait_root, recipe=args.pop('recipe', 'modern'), output_dir=out,
+    opts = {k: args.pop(k) for k in ('resume', 'push_to_hub', 'force_unlock', 'overwrite', 'val_ids', 'eval_test',
+                                     'max_steps', 'time_budget', 'dataset') if k in args}
+    dataset = opts.pop('dataset', 'folder')
+    return train(model, dataset, root=gait_root, recipe=args.pop('recipe', 'modern'), output_dir=out,
                  model_kwargs=args.pop('model_kwargs', TINY_MODEL), device='cpu', num_workers=0, progress=False,
                  **opts, **args)
 
@@ -427,8 +429,8 @@ def test_a_lock_from_another_host_or_unreadable_needs_force_unlock(gait_root, tm
     os.utime(out / LOCK_NAME, (time.time() - 3600,) * 2)
     with pytest.raises(OutputLockedError, match=r'train.lock is unreadable.*delete .*train.lock or pass '
                                                 r'--force-unlock'):
-        _run(gait_root, out, epochs=1)
-    _run(gait_root, out, epochs=1, force_unlock=True)
+        _run(gait_root, out, epochs=1, overwrite=True)
+    _run(gait_root, out, epochs=1, force_unlock=True, overwrite=True)
     assert not (out / LOCK_NAME).exists()
 
 
