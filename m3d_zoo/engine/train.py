@@ -223,13 +223,14 @@ def build_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe, steps
     """timm's multi-step scheduler, per optimizer step (`step_update(num_updates)`, t_in_epochs=False).
 
     The lr rises linearly from `warmup_lr_init` over the steps of the first `warmup_epochs` epochs, then is
-    multiplied by `decay_rate` from the first step of each epoch in `decay_epochs` (an epoch k there: after k epochs).
+    multiplied by `decay_rate` from the first step of each epoch in `decay_epochs` (an epoch k there: after k epochs;
+    one at or past the end of `steps_per_epoch` is never reached).
 
     Args:
         optimizer: The optimizer whose groups' lr it sets.
         recipe: The recipe's warm-up and decay.
-        steps_per_epoch: Optimizer steps of every epoch, from the first, up to at least the last epoch that
-            `warmup_epochs` and `decay_epochs` name (`schedule_epochs(recipe)` epochs).
+        steps_per_epoch: Optimizer steps of every epoch, from the first, for at least `schedule_epochs(recipe)`
+            epochs.
     """
     from timm.scheduler import MultiStepLRScheduler
     if len(steps_per_epoch) < schedule_epochs(recipe):
@@ -238,14 +239,14 @@ def build_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe, steps
     start = [int(x) for x in np.cumsum([0, *steps_per_epoch])]  # start[k]: steps before epoch k (0-based)
     # timm applies a milestone m from step m - 1 on: m = start + 1 decays from the epoch's first step
     return MultiStepLRScheduler(
-        optimizer, decay_t=[start[e] + 1 for e in recipe.decay_epochs], decay_rate=recipe.decay_rate,
-        warmup_t=start[recipe.warmup_epochs], warmup_lr_init=recipe.warmup_lr_init, warmup_prefix=False,
-        t_in_epochs=False)
+        optimizer, decay_t=[start[e] + 1 for e in recipe.decay_epochs if e < len(steps_per_epoch)],
+        decay_rate=recipe.decay_rate, warmup_t=start[recipe.warmup_epochs], warmup_lr_init=recipe.warmup_lr_init,
+        warmup_prefix=False, t_in_epochs=False)
 
 
 def schedule_epochs(recipe: TrainRecipe) -> int:
-    """The epochs whose steps the lr schedule needs to know: the run's, and those its warm-up and decay name."""
-    return max(recipe.epochs, recipe.warmup_epochs, *recipe.decay_epochs)
+    """The epochs whose steps the lr schedule needs: the run's, or its warm-up's if that is longer."""
+    return max(recipe.epochs, recipe.warmup_epochs)
 
 
 def build_train_loader(
