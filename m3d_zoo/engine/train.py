@@ -64,8 +64,8 @@ import torch.nn as nn
 from timm.utils import distribute_bn, unwrap_model
 
 from m3d_zoo.data import (
-    ClipDataset, PKBatchSampler, RandomBatchSampler, VideoReIDDataset, create_dataset, create_video_transform,
-    hold_out_identities, validation_dataset)
+    ClipDataset, DatasetError, PKBatchSampler, RandomBatchSampler, VideoReIDDataset, create_dataset,
+    create_video_transform, hold_out_identities, validation_dataset)
 
 from .._io import move_into
 from .checkpoint import (
@@ -454,7 +454,7 @@ class Trainer:
             return saved
         was = f'--val-ids/--val-split {saved}' if saved is not None else 'no held-out validation identities'
         raise TrainingError(f'{ckpt.path} was trained with {was}, not {asked}: the training identities depend on it. '
-                            f'Resume without --val-ids/--val-split (the checkpoint\'s hold), or start a new run.')
+                            f'Resume without --val-ids/--val-split (the checkpoint\'s are kept), or start a new run.')
 
     def _load_data(self):
         """(training data, validation query/gallery or None); held-out identities leave the training data."""
@@ -473,8 +473,8 @@ class Trainer:
             try:
                 data = hold_out_identities(data, self.val_ids, self.recipe.seed)
             except ValueError as e:
-                if type(e).__module__.startswith('m3d_zoo.data.base'):
-                    raise  # a DatasetError: it names the dataset and what to hold out
+                if isinstance(e, DatasetError):
+                    raise  # it names the dataset and what to hold out
                 raise TrainingError(f'--val-ids/--val-split {self.val_ids!r}: {e}') from e
         if not data.train:
             raise TrainingError(f'{data.name} has no training tracklets: check --root (a folder dataset needs a '
@@ -808,12 +808,11 @@ class Trainer:
         hashes = all_gather_object(state_dict_sha256(self.net))
         in_sync = len(set(hashes)) == 1
         out, has_best = self.output_dir, self.best_map >= 0
-        strip = (lambda r: {k: v for k, v in r.items() if k != 'cmc'} if r else None)
         summary = {'event': 'done', 'epochs': self.recipe.epochs, 'last_epoch': self.epoch, 'steps': self.num_updates,
                    'stopped_by': self.stopped, 'selected_on': 'val' if self.val_data is not None else 'test',
                    'best_mAP': self.best_map if has_best else None, 'best_epoch': self.best_epoch,
-                   'best_step': self.best_step, 'results': strip(self.last_results),
-                   'best_results': strip(self.best_results), 'state_sha256': hashes, 'ranks_in_sync': in_sync,
+                   'best_step': self.best_step, 'results': _without_cmc(self.last_results),
+                   'best_results': _without_cmc(self.best_results), 'state_sha256': hashes, 'ranks_in_sync': in_sync,
                    'output_dir': str(out), 'last': str(out / 'last.safetensors'),
                    'best': str(out / 'best.safetensors') if has_best else None}
         if not in_sync and self.info.is_main:
@@ -846,6 +845,10 @@ class Trainer:
         print(f'Pushed {src} to {repo} at commit {commit.oid}: m3d_zoo.create_model("hf-hub:{repo}@{commit.oid}", '
               f'pretrained=True)', flush=True)
         return commit.oid
+
+
+def _without_cmc(results: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    return {k: v for k, v in results.items() if k != 'cmc'} if results else None
 
 
 def train(
