@@ -70,7 +70,9 @@ def inflate_state_dict(
         PretrainedMismatchError: a backbone key missing from the 2D weights, a 2D key the model has no place for, or
             a shape that does not inflate to the model's.
     """
-    state_dict = clean_state_dict(state_dict)  # a checkpoint saved from DDP or torch.compile
+    # a checkpoint saved from DDP or torch.compile; twice, because older timm strips 'module.' before '_orig_mod.'
+    # and so leaves the 'module.' of a compiled DDP model ('_orig_mod.module.')
+    state_dict = clean_state_dict(clean_state_dict(state_dict))
     target = model.state_dict()
     out, used = {}, set()
     missing, mismatched = [], []
