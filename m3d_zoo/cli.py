@@ -658,7 +658,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         rank = os.environ.get('RANK')
         prefix = f'm3d-zoo {a.command}' + (f' [rank {rank}]' if rank and os.environ.get('WORLD_SIZE', '1') != '1'
                                           else '')
-        print(f'{prefix}: error: {e}', file=sys.stderr)
+        # the message's command-line form where it has one (advice naming flags rather than Python calls)
+        print(f'{prefix}: error: {getattr(e, "cli_message", None) or e}', file=sys.stderr)
         return 2
 
 
