@@ -135,11 +135,12 @@ def _dataset(a):
 
 
 def _add_clip_args(p: argparse.ArgumentParser):
-    """How tracklets are cut into clips and batched for a forward pass (extract, evaluate)."""
+    """How tracklets are cut into clips and batched for a forward pass, and its progress bars (extract, evaluate)."""
     p.add_argument('--num-frames', type=int, help='clip length (default: the model\'s)')
     p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'), help='frame size (default: the model\'s)')
     p.add_argument('--batch-size', '-b', type=int, default=16, help='clips per forward pass')
     p.add_argument('--max-clips', type=int, help='cap on clips per tracklet (default all, the paper\'s protocol)')
+    p.add_argument('--no-progress', action='store_true', help='no tqdm progress bars (on stderr)')
 
 
 def _input_size(a) -> Optional[tuple]:
@@ -342,7 +343,7 @@ def _extract_videos(a, model, device, amp_dtype) -> None:
     crop = CropOptions(a.crop_mode, a.min_len, a.max_len, a.min_height, a.min_conf, a.min_visibility)
     out = extract_videos(model, sources, crop=crop, cache_dir=a.crop_cache, num_frames=a.num_frames,
                          input_size=_input_size(a), batch_size=a.batch_size, device=device, amp_dtype=amp_dtype,
-                         max_clips=a.max_clips)
+                         max_clips=a.max_clips, progress=not a.no_progress)
     meta = dict(_embedding_meta(a, model), dataset='videos', gallery_mode='none', cameras=out['cameras'])
     extra = {k: out[k] for k in ('track_ids', 'first_frames', 'last_frames', 'thumbnails')}
     path = save_embeddings(a.output, out['embeddings'], out['pids'], out['camids'], out['split'], meta, extra)
@@ -380,7 +381,7 @@ def cmd_extract(a) -> int:
     model = _inference_model(a, device)
     out = extract_dataset(
         model, dataset, splits=splits, num_frames=a.num_frames, input_size=_input_size(a), batch_size=a.batch_size,
-        num_workers=a.workers, device=device, amp_dtype=amp_dtype, max_clips=a.max_clips)
+        num_workers=a.workers, device=device, amp_dtype=amp_dtype, max_clips=a.max_clips, progress=not a.no_progress)
     if not a.dataset:
         out['split'][:] = -1  # plain folders: neither query nor gallery
     meta = dict(_embedding_meta(a, model), dataset=out['dataset'], gallery_mode=out['gallery_mode'],
@@ -469,7 +470,7 @@ def cmd_evaluate(a) -> int:
         model = _inference_model(a, device)
         qg = dataset_query_gallery(model, dataset, num_frames=a.num_frames, input_size=_input_size(a),
                                    batch_size=a.batch_size, num_workers=a.workers, device=device,
-                                   max_clips=a.max_clips)
+                                   max_clips=a.max_clips, progress=not a.no_progress)
         name = f'{a.model} on {dataset.name}'
     else:
         raise CliError('evaluate needs an embeddings file (m3d-zoo extract ... -o FILE), or --model with --dataset and '

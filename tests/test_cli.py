@@ -12,7 +12,7 @@ from huggingface_hub import HfApi, hf_hub_download
 import m3d_zoo
 from m3d_zoo.cli import build_parser, main
 from m3d_zoo.data import make_synthetic_gait
-from m3d_zoo.engine import load_embeddings
+from m3d_zoo.engine import evaluate_dataset, load_embeddings
 from m3d_zoo.engine.recipes import TrainRecipe
 
 TRAIN = ['--dataset', 'folder', '--epochs', '1', '--batch-size', '4', '--num-instances', '2', '--num-frames', '4',
@@ -60,6 +60,8 @@ def test_extract_and_evaluate(trained, gait, tmp_path, capsys):
     assert main(['extract', '--model', str(trained / 'last.safetensors'), '--dataset', 'folder', '--root', gait,
                  '--output', str(emb), '--workers', '0', '--device', 'cpu', '--img-size', '32', '16',
                  '--max-clips', '1']) == 0
+    err = capsys.readouterr().err  # a progress bar per split, by default
+    assert re.search(r'query: clips embedded: 100%.*4/4', err) and re.search(r'gallery: clips embedded: 100%.*8/8', err)
     data = load_embeddings(emb)
     assert data['embeddings'].shape == (12, 512) and data['pids'].shape == data['camids'].shape == (12,)
     assert (data['split'] == 0).sum() == 4 and (data['split'] == 1).sum() == 8
@@ -82,7 +84,8 @@ def test_extract_and_evaluate(trained, gait, tmp_path, capsys):
     # plain tracklet folders, and the query/gallery given as two files
     q = tmp_path / 'q.safetensors'
     assert main(['extract', '--model', str(trained), '--tracklets', f'{gait}/query', '--output', str(q),
-                 '--workers', '0', '--device', 'cpu', '--img-size', '32', '16']) == 0
+                 '--workers', '0', '--device', 'cpu', '--img-size', '32', '16', '--no-progress']) == 0
+    assert 'clips embedded' not in capsys.readouterr().err
     qd = load_embeddings(q)
     assert qd['pids'].tolist() == [5, 6, 7, 8] and qd['camids'].tolist() == [1, 1, 1, 1]
     assert (qd['split'] == -1).all()
@@ -90,6 +93,19 @@ def test_extract_and_evaluate(trained, gait, tmp_path, capsys):
     assert main(['extract', '--model', str(trained), '--tracklets', f'{gait}/gallery', '--output', str(g),
                  '--workers', '0', '--device', 'cpu', '--img-size', '32', '16']) == 0
     assert main(['evaluate', str(q), '--gallery', str(g), '--cmc-png', str(tmp_path / 'c2.png')]) == 0
+
+
+def test_evaluation_shows_progress_only_when_asked(gait, capsys):
+    """Library calls are quiet unless asked (the trainer asks, unless --no-progress)."""
+    model = m3d_zoo.create_model('c2d_resnet18', num_classes=0)
+    dataset = m3d_zoo.create_dataset('folder', gait)
+    kwargs = dict(num_frames=4, input_size=(32, 16), max_clips=1)
+    quiet = evaluate_dataset(model, dataset, **kwargs)
+    assert capsys.readouterr().err == ''
+    shown = evaluate_dataset(model, dataset, progress=True, **kwargs)
+    err = capsys.readouterr().err
+    assert re.search(r'query: clips embedded: 100%.*4/4', err) and re.search(r'gallery: clips embedded: 100%.*8/8', err)
+    assert shown['mAP'] == quiet['mAP']
 
 
 # Each command's minimal arguments, the options left at None, and every other option's default: the flags and
@@ -108,13 +124,13 @@ OPTIONS = {
                 'tracks video',
                 {'batch_size': 16, 'dataset': 'd', 'model': 'm', 'output': 'o', 'pretrained': False,
                  'splits': ['query', 'gallery'], 'workers': 4, 'crop_mode': 'stretch', 'min_len': 8, 'max_len': 64,
-                 'min_height': 0., 'min_conf': -math.inf, 'min_visibility': 0., 'seed': 0}),
+                 'min_height': 0., 'min_conf': -math.inf, 'min_visibility': 0., 'seed': 0, 'no_progress': False}),
     'match': (['e', '-o', 'o'], 'max_gap relink_threshold',
               {'embeddings': 'e', 'output': 'o', 'threshold': 0.3, 'no_relink': False, 'video_out': False}),
     'evaluate': ([], 'cmc_png dataset dataset_kwargs device embeddings gallery gallery_mode img_size max_clips model '
                  'model_kwargs num_frames pretrained_file ranked_png results root split_id',
                  {'ap_mode': 'standard', 'batch_size': 16, 'max_rank': 20, 'metric': 'euclidean', 'pretrained': False,
-                  'rerank': False, 'workers': 4, 'ranked_num': 10, 'ranked_k': 5, 'seed': 0}),
+                  'rerank': False, 'workers': 4, 'ranked_num': 10, 'ranked_k': 5, 'seed': 0, 'no_progress': False}),
     'list': ([], '', {'filter': '', 'pretrained': False}),
     'export': (['--model', 'm', '-o', 'o'], 'model_kwargs num_frames pretrained_file',
                {'batch_size': 2, 'format': 'onnx', 'img_size': (256, 128), 'model': 'm', 'no_fuse': False,

@@ -106,6 +106,8 @@ def extract_embeddings(
         device: Optional[torch.device] = None,
         amp_dtype: Optional[torch.dtype] = None,
         pin_memory: bool = False,
+        progress: bool = False,
+        desc: str = 'clips embedded',
 ) -> torch.Tensor:
     """ One embedding per tracklet: the mean of its clip embeddings.
 
@@ -118,10 +120,13 @@ def extract_embeddings(
         device: Where to run the model (default: the model's parameters' device, else CPU).
         amp_dtype: Autocast dtype (e.g. torch.bfloat16), None for full precision.
         pin_memory: Pin host memory of the batches.
+        progress: Show a progress bar (tqdm, on stderr) of the clips embedded.
+        desc: The progress bar's label.
 
     Returns:
         Float32 CPU tensor (num_tracklets, D), rows in the order of `dataset.tracklets`.
     """
+    from tqdm import tqdm
     if device is None:
         param = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
         device = param.device if param is not None else torch.device('cpu')
@@ -134,6 +139,7 @@ def extract_embeddings(
     n = len(dataset.tracklets)
     sums = None
     counts = torch.zeros(n, dtype=torch.float64)
+    bar = tqdm(total=len(dataset), desc=desc, unit='clip', disable=not progress, dynamic_ncols=True)
     try:
         for clips, tidx in loader:
             clips = clips.to(device, non_blocking=pin_memory)
@@ -147,7 +153,9 @@ def extract_embeddings(
                 sums = torch.zeros(n, emb.shape[1], dtype=torch.float64)
             sums.index_add_(0, tidx, emb)
             counts.index_add_(0, tidx, torch.ones(len(tidx), dtype=torch.float64))
+            bar.update(len(tidx))
     finally:
+        bar.close()
         if was_training:
             model.train()
     if sums is None:
@@ -165,15 +173,21 @@ def embed_tracklets(
         device: Optional[torch.device] = None,
         amp_dtype: Optional[torch.dtype] = None,
         max_clips: Optional[int] = None,
+        progress: bool = False,
+        desc: str = 'clips embedded',
 ) -> torch.Tensor:
-    """One embedding per tracklet (float32, CPU): the mean over its floor(L/T) clips of T consecutive frames."""
+    """One embedding per tracklet (float32, CPU): the mean over its floor(L/T) clips of T consecutive frames.
+
+    `progress` shows a progress bar of the clips embedded, labelled `desc`; the other arguments are as for
+    `extract_embeddings` (frame size and clip length default to the model's).
+    """
     if not tracklets:
         return torch.zeros(0, 0)
     transform = create_video_transform(model, is_training=False, **({'input_size': input_size} if input_size else {}))
     ds = EvalClipDataset(tracklets, _model_frames(model, num_frames), transform, max_clips=max_clips)
     return extract_embeddings(
         _embedding_net(model), ds, batch_size=batch_size, num_workers=num_workers, device=device, amp_dtype=amp_dtype,
-        pin_memory=device is not None and torch.device(device).type == 'cuda')
+        pin_memory=device is not None and torch.device(device).type == 'cuda', progress=progress, desc=desc)
 
 
 def _embedding_net(model: nn.Module) -> nn.Module:
@@ -198,7 +212,10 @@ def extract_dataset(
         splits: Sequence[str] = ('query', 'gallery'),
         **kwargs: Any,
 ) -> Dict[str, Any]:
-    """Embeddings of a dataset's splits, concatenated, with pids, camids and split codes (see module docstring)."""
+    """Embeddings of a dataset's splits, concatenated, with pids, camids and split codes (see module docstring).
+
+    `kwargs` go to `embed_tracklets` (``progress=True``: a progress bar per split).
+    """
     embs, pids, camids, codes, paths = [], [], [], [], []
     for name in splits:
         if name not in ('query', 'gallery', 'train'):
@@ -206,7 +223,7 @@ def extract_dataset(
         tracklets = getattr(dataset, name)
         if not tracklets:
             continue
-        embs.append(embed_tracklets(model, tracklets, **kwargs))
+        embs.append(embed_tracklets(model, tracklets, desc=f'{name}: clips embedded', **kwargs))
         pids += [t.pid for t in tracklets]
         camids += [t.camid for t in tracklets]
         codes += [SPLIT_CODES[name]] * len(tracklets)
@@ -452,10 +469,21 @@ def evaluate_dataset(
         dataset: VideoReIDDataset,
         metric: str = 'euclidean',
         ap_mode: str = 'standard',
+        progress: bool = False,
         **kwargs: Any,
 ) -> Dict[str, Any]:
-    """Query/gallery embeddings of `dataset` and their CMC/mAP (the paper's clip-averaging protocol)."""
-    return evaluate_query_gallery(dataset_query_gallery(model, dataset, **kwargs), metric=metric, ap_mode=ap_mode)
+    """Query/gallery embeddings of `dataset` and their CMC/mAP (the paper's clip-averaging protocol).
+
+    Args:
+        model: The model (its embedding is used if it has a classifier).
+        dataset: The dataset whose query and gallery are evaluated.
+        metric, ap_mode: As for `m3d_zoo.eval.evaluate_embeddings`.
+        progress: A progress bar (tqdm, on stderr) of the query's clips embedded, then one of the gallery's.
+        **kwargs: As for `embed_tracklets` (num_frames, input_size, batch_size, num_workers, device, amp_dtype,
+            max_clips).
+    """
+    qg = dataset_query_gallery(model, dataset, progress=progress, **kwargs)
+    return evaluate_query_gallery(qg, metric=metric, ap_mode=ap_mode)
 
 
 def evaluate_query_gallery(qg: 'QueryGallery', **kwargs: Any) -> Dict[str, Any]:
@@ -528,8 +556,8 @@ def query_gallery(path: Union[str, Path], gallery_path: Optional[Union[str, Path
 
 def dataset_query_gallery(model: nn.Module, dataset: VideoReIDDataset, **kwargs: Any) -> QueryGallery:
     """The embeddings of a dataset's query and gallery (`kwargs` as for `embed_tracklets`)."""
-    q = embed_tracklets(model, dataset.query, **kwargs)
-    g = embed_tracklets(model, dataset.gallery, **kwargs)
+    q = embed_tracklets(model, dataset.query, desc='query: clips embedded', **kwargs)
+    g = embed_tracklets(model, dataset.gallery, desc='gallery: clips embedded', **kwargs)
     (qp, qc), (gp, gc) = tracklet_labels(dataset.query), tracklet_labels(dataset.gallery)
 
     def frames(tracklets):

@@ -233,8 +233,8 @@ def hub_errors(
             f"access (log in with `hf auth login` or set HF_TOKEN)."
         ) from e
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:  # before EntryNotFoundError, a base of the first
-        problem = (f'{what}: cannot fetch {file} of {where}: {_offline_reason(unreachable)} and it is not in the local cache '
-                   f'({_hub_cache_dir()}).')
+        problem = (f'{what}: cannot fetch {file} of {where}: {_offline_reason(unreachable)} and it is not in the '
+                   f'local cache ({_hub_cache_dir()}).')
         raise HubOfflineError(f'{problem} {_OFFLINE_HELP}',
                               cli_message=f'{problem} {_cli_offline_help(repo_id, filename, imagenet)}') from e
     except EntryNotFoundError as e:
