@@ -437,6 +437,10 @@ def add_evaluate_args(p: argparse.ArgumentParser):
     p.add_argument('--metric', default='euclidean', choices=('euclidean', 'sqeuclidean', 'cosine'))
     p.add_argument('--ap-mode', default='standard', choices=('standard', 'trapezoid'))
     p.add_argument('--rerank', action='store_true', help='k-reciprocal re-ranking')
+    p.add_argument('--same-camera', action='store_true',
+                   help='count gallery tracklets of the query\'s person in the query\'s own camera as true matches '
+                        '(single-camera data); by default only other cameras\' count, as in MARS, PRID-2011 and '
+                        'iLIDS-VID, and same-camera ones are ignored')
     p.add_argument('--max-rank', type=int, default=20)
     p.add_argument('--cmc-png', help='where to save the CMC curve (default: next to the embeddings, _cmc.png)')
     p.add_argument('--results', help='write the results as JSON here (hub/release.py reads it)')
@@ -475,7 +479,8 @@ def cmd_evaluate(a) -> int:
     else:
         raise CliError('evaluate needs an embeddings file (m3d-zoo extract ... -o FILE), or --model with --dataset and '
                        '--root.')
-    res = evaluate_query_gallery(qg, metric=a.metric, ap_mode=a.ap_mode, rerank=a.rerank, max_rank=a.max_rank)
+    res = evaluate_query_gallery(qg, metric=a.metric, ap_mode=a.ap_mode, rerank=a.rerank, max_rank=a.max_rank,
+                                 same_camera=a.same_camera)
     print(format_results(res, name, table=True))
     save_cmc_png(png, {name: res['cmc']}, title=f'CMC: {name}')
     print(f'CMC curve: {png}')

@@ -12,7 +12,7 @@ from huggingface_hub import HfApi, hf_hub_download
 import m3d_zoo
 from m3d_zoo.cli import build_parser, main
 from m3d_zoo.data import make_synthetic_gait
-from m3d_zoo.engine import evaluate_dataset, load_embeddings
+from m3d_zoo.engine import evaluate_dataset, load_embeddings, save_embeddings
 from m3d_zoo.engine.recipes import TrainRecipe
 
 TRAIN = ['--dataset', 'folder', '--epochs', '1', '--batch-size', '4', '--num-instances', '2', '--num-frames', '4',
@@ -108,6 +108,24 @@ def test_evaluation_shows_progress_only_when_asked(gait, capsys):
     assert shown['mAP'] == quiet['mAP']
 
 
+def test_evaluate_same_camera(tmp_path, capsys):
+    """Single-camera data is refused with the advice to pass --same-camera, and evaluated with it; a query tracklet
+    the gallery also holds (the same folder) does not match itself."""
+    feats = torch.tensor([[0., 0], [10, 0], [0, 0], [3, 0], [1, 0]])  # queries 1, 2; gallery: query 1 again, 1, 2
+    folders = ['1/c0_q', '2/c0_q', '1/c0_q', '1/c0_g', '2/c0_g']
+    emb = tmp_path / 'one_camera.safetensors'
+    save_embeddings(emb, feats, torch.tensor([1, 2, 1, 1, 2]), torch.zeros(5, dtype=torch.int64),
+                    torch.tensor([0, 0, 1, 1, 1]), {'tracklets': folders})
+    argv = ['evaluate', str(emb), '--cmc-png', str(tmp_path / 'c.png'), '--results', str(tmp_path / 'r.json')]
+    assert main(argv) == 2
+    assert 'for data from a single camera, pass same_camera=True, or --same-camera' in capsys.readouterr().err
+    assert main(argv + ['--same-camera']) == 0
+    assert 'same-camera matches counted' in capsys.readouterr().out
+    res = json.loads((tmp_path / 'r.json').read_text())
+    # each query's nearest other tracklet is someone else, its match second (counting itself: q1 50% Rank-1)
+    assert res['rank1'] == 0 and res['mAP'] == pytest.approx(0.5) and res['same_camera'] is True
+
+
 # Each command's minimal arguments, the options left at None, and every other option's default: the flags and
 # defaults users and scripts rely on.
 OPTIONS = {
@@ -130,7 +148,8 @@ OPTIONS = {
     'evaluate': ([], 'cmc_png dataset dataset_kwargs device embeddings gallery gallery_mode img_size max_clips model '
                  'model_kwargs num_frames pretrained_file ranked_png results root split_id',
                  {'ap_mode': 'standard', 'batch_size': 16, 'max_rank': 20, 'metric': 'euclidean', 'pretrained': False,
-                  'rerank': False, 'workers': 4, 'ranked_num': 10, 'ranked_k': 5, 'seed': 0, 'no_progress': False}),
+                  'rerank': False, 'workers': 4, 'ranked_num': 10, 'ranked_k': 5, 'seed': 0, 'no_progress': False,
+                  'same_camera': False}),
     'list': ([], '', {'filter': '', 'pretrained': False}),
     'export': (['--model', 'm', '-o', 'o'], 'model_kwargs num_frames pretrained_file',
                {'batch_size': 2, 'format': 'onnx', 'img_size': (256, 128), 'model': 'm', 'no_fuse': False,

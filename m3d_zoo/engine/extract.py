@@ -470,6 +470,7 @@ def evaluate_dataset(
         metric: str = 'euclidean',
         ap_mode: str = 'standard',
         progress: bool = False,
+        same_camera: bool = False,
         **kwargs: Any,
 ) -> Dict[str, Any]:
     """Query/gallery embeddings of `dataset` and their CMC/mAP (the paper's clip-averaging protocol).
@@ -477,23 +478,27 @@ def evaluate_dataset(
     Args:
         model: The model (its embedding is used if it has a classifier).
         dataset: The dataset whose query and gallery are evaluated.
-        metric, ap_mode: As for `m3d_zoo.eval.evaluate_embeddings`.
+        metric, ap_mode, same_camera: As for `m3d_zoo.eval.evaluate_embeddings` (`same_camera=True`: same-camera
+            matches count, for single-camera data).
         progress: A progress bar (tqdm, on stderr) of the query's clips embedded, then one of the gallery's.
         **kwargs: As for `embed_tracklets` (num_frames, input_size, batch_size, num_workers, device, amp_dtype,
             max_clips).
     """
     qg = dataset_query_gallery(model, dataset, progress=progress, **kwargs)
-    return evaluate_query_gallery(qg, metric=metric, ap_mode=ap_mode)
+    return evaluate_query_gallery(qg, metric=metric, ap_mode=ap_mode, same_camera=same_camera)
 
 
 def evaluate_query_gallery(qg: 'QueryGallery', **kwargs: Any) -> Dict[str, Any]:
-    """CMC/mAP of a `QueryGallery`; `kwargs` go to `m3d_zoo.eval.evaluate_embeddings` (metric, ap_mode, ...)."""
+    """CMC/mAP of a `QueryGallery`; `kwargs` go to `m3d_zoo.eval.evaluate_embeddings` (metric, ap_mode,
+    same_camera, ...). A query whose tracklet the gallery also holds never matches itself."""
     return evaluate_embeddings(qg.q_feats, qg.g_feats, qg.q_pids, qg.g_pids, qg.q_camids, qg.g_camids,
-                               gallery_mode=qg.gallery_mode, **kwargs)
+                               gallery_mode=qg.gallery_mode, query_gallery_index=qg.q_in_gallery, **kwargs)
 
 
 class QueryGallery(NamedTuple):
-    """Query and gallery rows of embeddings files: features, ids, cameras, each row's frames, the gallery convention."""
+    """Query and gallery rows of embeddings files: features, ids, cameras, each row's frames, the gallery convention,
+    and where the gallery holds a query's own tracklet (`q_in_gallery`: its gallery row, -1 if none; None if the
+    gallery holds no query)."""
     q_feats: torch.Tensor
     g_feats: torch.Tensor
     q_pids: torch.Tensor
@@ -504,6 +509,21 @@ class QueryGallery(NamedTuple):
     q_frames: Callable[[int], List[Any]]
     g_frames: Callable[[int], List[Any]]
     q_names: List[str]
+    q_in_gallery: Optional[torch.Tensor] = None
+
+
+def _in_gallery(q_keys: Sequence[Any], g_keys: Sequence[Any]) -> Optional[torch.Tensor]:
+    """Each query's gallery row with the same key (its tracklet), -1 where none; None if no query is in the gallery.
+    A key of None (not recorded) matches nothing."""
+    rows = {k: i for i, k in enumerate(g_keys) if k is not None}
+    index = [rows.get(k, -1) if k is not None else -1 for k in q_keys]
+    return torch.tensor(index, dtype=torch.int64) if any(i >= 0 for i in index) else None
+
+
+def _row_folders(data: Dict[str, Any], rows: np.ndarray) -> List[Optional[str]]:
+    """The tracklet folder of each row, None where the file does not record it."""
+    folders = json.loads(data['metadata'].get('tracklets', 'null')) or []
+    return [os.path.normpath(folders[r]) if r < len(folders) else None for r in rows]
 
 
 def _rows_frames(data: Dict[str, Any], rows: np.ndarray) -> Tuple[Callable[[int], List[Any]], List[str]]:
@@ -551,7 +571,8 @@ def query_gallery(path: Union[str, Path], gallery_path: Optional[Union[str, Path
                               + ': the files come from different datasets or splits.')
     (q_frames, q_names), (g_frames, _) = _rows_frames(data, qm), _rows_frames(gal, gm)
     return QueryGallery(data['embeddings'][qm], gal['embeddings'][gm], data['pids'][qm], gal['pids'][gm],
-                        data['camids'][qm], gal['camids'][gm], gallery_mode, q_frames, g_frames, q_names)
+                        data['camids'][qm], gal['camids'][gm], gallery_mode, q_frames, g_frames, q_names,
+                        _in_gallery(_row_folders(data, qm), _row_folders(gal, gm)))
 
 
 def dataset_query_gallery(model: nn.Module, dataset: VideoReIDDataset, **kwargs: Any) -> QueryGallery:
@@ -564,7 +585,8 @@ def dataset_query_gallery(model: nn.Module, dataset: VideoReIDDataset, **kwargs:
         return lambda i: [read_image(p) for p in tracklets[i].paths]
     names = [os.path.basename(os.path.dirname(t.paths[0])) for t in dataset.query]
     return QueryGallery(q, g, torch.from_numpy(qp), torch.from_numpy(gp), torch.from_numpy(qc), torch.from_numpy(gc),
-                        dataset.gallery_mode, frames(dataset.query), frames(dataset.gallery), names)
+                        dataset.gallery_mode, frames(dataset.query), frames(dataset.gallery), names,
+                        _in_gallery([t.paths for t in dataset.query], [t.paths for t in dataset.gallery]))
 
 
 def evaluate_embeddings_file(
@@ -573,5 +595,5 @@ def evaluate_embeddings_file(
         **kwargs: Any,
 ) -> Dict[str, Any]:
     """CMC/mAP from an embeddings file (query and gallery by its `split` codes) or from two files (query, gallery);
-    `kwargs` go to `m3d_zoo.eval.evaluate_embeddings` (metric, ap_mode, rerank, max_rank)."""
+    `kwargs` go to `m3d_zoo.eval.evaluate_embeddings` (metric, ap_mode, rerank, max_rank, same_camera)."""
     return evaluate_query_gallery(query_gallery(path, gallery_path), **kwargs)
