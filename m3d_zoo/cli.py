@@ -571,6 +571,7 @@ def cmd_list(a) -> int:
 
 def add_export_args(p: argparse.ArgumentParser):
     _add_model_args(p)
+    _add_seed_arg(p)
     _add_output_arg(p, 'the exported file (.onnx, or .pt2 for torch_export)')
     p.add_argument('--format', default='onnx', choices=('onnx', 'torch_export'))
     p.add_argument('--num-frames', type=int, help='clip length (default: the model\'s)')

@@ -159,7 +159,7 @@ OPTIONS = {
     'list': ([], '', {'filter': '', 'pretrained': False}),
     'export': (['--model', 'm', '-o', 'o'], 'model_kwargs num_frames pretrained_file',
                {'batch_size': 2, 'format': 'onnx', 'img_size': (256, 128), 'model': 'm', 'no_fuse': False,
-                'opset': 18, 'output': 'o', 'pretrained': False, 'static_batch': False, 'verify': False}),
+                'opset': 18, 'output': 'o', 'pretrained': False, 'static_batch': False, 'verify': False, 'seed': 0}),
     'push': (['--repo-id', 'r'], 'checkpoint commit_message dataset model results revision',
              {'drop_classifier': False, 'private': False, 'repo_id': 'r'}),
 }
