@@ -149,11 +149,14 @@ def _input_size(a) -> Optional[tuple]:
 
 def _add_device_args(p, amp: bool = True):
     """--device, --amp (where the command runs mixed precision) and --workers; `p` a parser or an argument group."""
+    from m3d_zoo.utils import MAX_DEFAULT_WORKERS, available_cpus, default_num_workers
     p.add_argument('--device', help='cuda, cuda:N or cpu (default: a GPU if there is one)')
     if amp:
         p.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
                        help='mixed precision (default: on GPUs)')
-    p.add_argument('--workers', '-j', type=int, default=4, help='data loading processes (per rank under torchrun)')
+    p.add_argument('--workers', '-j', type=int, default=default_num_workers(),
+                   help=f'data loading processes, per rank under torchrun (default {default_num_workers()} here: '
+                        f'min({MAX_DEFAULT_WORKERS}, CPUs - 1), with {available_cpus()} CPUs available)')
 
 
 def _device(name: Optional[str]):

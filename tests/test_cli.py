@@ -14,6 +14,7 @@ from m3d_zoo.cli import build_parser, main
 from m3d_zoo.data import make_synthetic_gait
 from m3d_zoo.engine import evaluate_dataset, load_embeddings, save_embeddings
 from m3d_zoo.engine.recipes import TrainRecipe
+from m3d_zoo.utils import default_num_workers
 
 TRAIN = ['--dataset', 'folder', '--epochs', '1', '--batch-size', '4', '--num-instances', '2', '--num-frames', '4',
          '--img-size', '32', '16', '--workers', '0', '--no-progress', '--device', 'cpu', '--eval-interval', '1',
@@ -133,7 +134,8 @@ def test_evaluate_same_camera(tmp_path, capsys):
 
 
 # Each command's minimal arguments, the options left at None, and every other option's default: the flags and
-# defaults users and scripts rely on.
+# defaults users and scripts rely on. --workers fits the machine (tests/test_utils.py checks how).
+WORKERS = default_num_workers()
 OPTIONS = {
     'train': (['--dataset', 'd'], 'amp amp_dtype batch_size ce_weight clip_sampling dataset_kwargs decay_epochs '
               'decay_rate device dist_timeout epochs eval_interval eval_max_clips gallery_mode grad_clip head '
@@ -142,20 +144,21 @@ OPTIONS = {
               'warmup_epochs warmup_lr_init weight_decay',
               {'dataset': 'd', 'eval_batch_size': 16, 'force_unlock': False, 'grad_checkpointing': False,
                'no_progress': False, 'output': 'output/train', 'pretrained': False, 'recipe': 'modern',
-               'sync_bn': False, 'workers': 4}),
+               'sync_bn': False, 'workers': WORKERS}),
     'extract': (['--model', 'm', '--dataset', 'd', '-o', 'o'], 'amp camera_names crop_cache dataset_kwargs device '
                 'gallery_mode img_size max_clips model_kwargs num_frames pretrained_file root split_id tracklets '
                 'tracks video',
                 {'batch_size': 16, 'dataset': 'd', 'model': 'm', 'output': 'o', 'pretrained': False,
-                 'splits': ['query', 'gallery'], 'workers': 4, 'crop_mode': 'stretch', 'min_len': 8, 'max_len': 64,
-                 'min_height': 0., 'min_conf': -math.inf, 'min_visibility': 0., 'seed': 0, 'no_progress': False}),
+                 'splits': ['query', 'gallery'], 'workers': WORKERS, 'crop_mode': 'stretch', 'min_len': 8,
+                 'max_len': 64, 'min_height': 0., 'min_conf': -math.inf, 'min_visibility': 0., 'seed': 0,
+                 'no_progress': False}),
     'match': (['e', '-o', 'o'], 'max_gap relink_threshold',
               {'embeddings': 'e', 'output': 'o', 'threshold': 0.3, 'no_relink': False, 'video_out': False}),
     'evaluate': ([], 'cmc_png dataset dataset_kwargs device gallery gallery_mode img_size max_clips model '
                  'model_kwargs num_frames pretrained_file ranked_png results root split_id',
-                 {'embeddings': [], 'ap_mode': 'standard', 'batch_size': 16, 'max_rank': 20, 'metric': 'euclidean', 'pretrained': False,
-                  'rerank': False, 'workers': 4, 'ranked_num': 10, 'ranked_k': 5, 'seed': 0, 'no_progress': False,
-                  'same_camera': False}),
+                 {'embeddings': [], 'ap_mode': 'standard', 'batch_size': 16, 'max_rank': 20, 'metric': 'euclidean',
+                  'pretrained': False, 'rerank': False, 'workers': WORKERS, 'ranked_num': 10, 'ranked_k': 5, 'seed': 0,
+                  'no_progress': False, 'same_camera': False}),
     'list': ([], '', {'filter': '', 'pretrained': False}),
     'export': (['--model', 'm', '-o', 'o'], 'model_kwargs num_frames pretrained_file',
                {'batch_size': 2, 'format': 'onnx', 'img_size': (256, 128), 'model': 'm', 'no_fuse': False,

@@ -8,6 +8,7 @@ import json
 import logging
 import textwrap
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
@@ -26,13 +27,14 @@ class MatplotlibMissingError(ImportError):
     """A chart was asked for, and matplotlib (the `plot` extra) is not installed."""
 
 
-def require_matplotlib(what: str = 'Drawing charts') -> None:
-    """Raise `MatplotlibMissingError`, naming the install command, unless matplotlib can be imported."""
+def require_matplotlib(what: str = 'Drawing charts') -> ModuleType:
+    """matplotlib, or `MatplotlibMissingError` naming the install command where it cannot be imported."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib
     except ImportError as e:
         raise MatplotlibMissingError(f'{what} needs matplotlib, which is not installed: pip install "m3d_zoo[plot]" '
                                      f'(or pip install matplotlib).') from e
+    return matplotlib
 
 
 def _figure(size: Sequence[float], rows: int = 1):
