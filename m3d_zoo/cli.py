@@ -5,6 +5,7 @@
     m3d-zoo train --resume out/m3d/last.safetensors --dataset mars --root /data/MARS --recipe modern --output out/m3d
     m3d-zoo extract --model out/m3d/best.safetensors --dataset mars --root /data/MARS --output mars_emb.safetensors
     m3d-zoo evaluate mars_emb.safetensors --cmc-png mars_cmc.png
+    m3d-zoo evaluate run_a.safetensors run_b.safetensors --cmc-png compare.png      # one row and one curve each
     m3d-zoo list 'm3d_*'
     m3d-zoo export --model out/m3d/best.safetensors --output m3d.onnx
     m3d-zoo push --checkpoint out/m3d/best.safetensors --repo-id me/m3d_resnet50.mars --results out/m3d/best_eval.json
