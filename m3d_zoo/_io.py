@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     'WriteError', 'SafetensorsReadError', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'sha256_chunks',
     'bytes_sha256', 'file_sha256', 'write_safetensors', 'read_safetensors', 'read_safetensors_metadata',
-    'safetensors_keys',
+    'safetensors_keys', 'move_into',
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -142,6 +142,23 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
 def atomic_write_text(path: PathLike, text: str) -> Path:
     """Write `text` to `path` atomically, UTF-8 encoded; see `atomic_write_bytes`."""
     return atomic_write_bytes(path, text.encode('utf-8'))
+
+
+def move_into(paths: Iterable[PathLike], folder: PathLike) -> List[Path]:
+    """Move files into `folder` (created if needed) by renaming them, so that none is ever half copied; `folder`
+    must be on the same file system (e.g. beside them).
+
+    Returns:
+        The files' new paths.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for p in map(Path, paths):
+        os.replace(p, folder / p.name)
+        moved.append(folder / p.name)
+    _fsync(folder, strict=False)
+    return moved
 
 
 # ---------------------------------------------------------------------------------------------------------------------

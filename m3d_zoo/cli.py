@@ -217,6 +217,55 @@ def _check_output(path: str, flag: str, example: str) -> None:
 # Commands: each one's arguments, then what it does
 
 
+def _recipe_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ' '.join(map(str, value)) or 'none'
+    if isinstance(value, float):
+        return f'{value:g}'
+    return 'none' if value is None else str(value)
+
+
+def _recipe_defaults(field: str) -> str:
+    """'default: modern 120, paper 400' (or 'default: 8' where the recipes agree), read from the recipes."""
+    from m3d_zoo.engine.recipes import RECIPES
+    values = {name: _recipe_value(getattr(recipe, field)) for name, recipe in sorted(RECIPES.items())}
+    if len(set(values.values())) == 1:
+        return f'default: {next(iter(values.values()))}'
+    return 'default: ' + ', '.join(f'{name} {value}' for name, value in values.items())
+
+
+# Recipe overrides: (flags, argparse options, help before the recipes' defaults); the recipe field is the flag's name
+_RECIPE_FLAGS = (
+    (('--epochs',), dict(type=int), ''),
+    (('--batch-size', '-b'), dict(type=int), 'clips per step, all processes together'),
+    (('--num-instances',), dict(type=int), 'K, tracklets per identity in a P x K batch'),
+    (('--sampler',), dict(choices=('pk', 'random')), ''),
+    (('--lr',), dict(type=float), 'learning rate of the backbone'),
+    (('--head-lr-mult',), dict(type=float), 'the head\'s lr is this times --lr'),
+    (('--opt',), dict(choices=('sgd', 'adam', 'adamw')), ''),
+    (('--momentum',), dict(type=float), 'SGD momentum'),
+    (('--weight-decay',), dict(type=float), ''),
+    (('--decay-epochs',), dict(type=int, nargs='*'), 'epochs after which the lr is multiplied by --decay-rate'),
+    (('--decay-rate',), dict(type=float), ''),
+    (('--warmup-epochs',), dict(type=int), 'the lr rises step by step from --warmup-lr-init over these epochs'),
+    (('--warmup-lr-init',), dict(type=float), ''),
+    (('--num-frames',), dict(type=int), 'clip length T'),
+    (('--clip-sampling',), dict(choices=('consecutive', 'segments')), ''),
+    (('--head',), dict(choices=('paper', 'bnneck')), ''),
+    (('--ce-weight',), dict(type=float), 'weight of the cross-entropy loss'),
+    (('--label-smoothing',), dict(type=float), ''),
+    (('--triplet-weight',), dict(type=float), 'weight of the batch-hard triplet loss (0: none)'),
+    (('--triplet-margin',), dict(type=float), ''),
+    (('--hflip',), dict(type=float), 'probability of a horizontal flip'),
+    (('--pad',), dict(type=int), 'padding before a random crop (0: none)'),
+    (('--re-prob',), dict(type=float), 'random erasing probability'),
+    (('--grad-clip',), dict(type=float), 'clip the gradient norm to this'),
+    (('--eval-interval',), dict(type=int), 'evaluate every N epochs and after the last (0: never)'),
+    (('--eval-max-clips',), dict(type=int), 'cap on clips per tracklet when evaluating while training (none: all)'),
+    (('--seed',), dict(type=int), 'seed of the weights, batches, clips, augmentation and --val-ids draw'),
+)
+
+
 def add_train_args(p: argparse.ArgumentParser):
     from m3d_zoo.engine.distributed import DEFAULT_DIST_TIMEOUT_MIN
     from m3d_zoo.engine.recipes import list_recipes
@@ -226,38 +275,31 @@ def add_train_args(p: argparse.ArgumentParser):
     p.add_argument('--recipe', default='modern', help=f'training recipe: {", ".join(list_recipes())} (default modern)')
     _add_output_arg(p, 'output folder (checkpoints, metrics)', default='output/train')
     p.add_argument('--resume', help='continue an interrupted run from its checkpoint (file or output folder)')
-    r = p.add_argument_group('recipe overrides')
-    overrides = [
-        r.add_argument('--epochs', type=int),
-        r.add_argument('--batch-size', '-b', type=int, help='clips per step, all processes together'),
-        r.add_argument('--num-instances', type=int, help='K, tracklets per identity in a P x K batch'),
-        r.add_argument('--sampler', choices=('pk', 'random')),
-        r.add_argument('--lr', type=float),
-        r.add_argument('--head-lr-mult', type=float),
-        r.add_argument('--opt', choices=('sgd', 'adam', 'adamw')),
-        r.add_argument('--momentum', type=float),
-        r.add_argument('--weight-decay', type=float),
-        r.add_argument('--decay-epochs', type=int, nargs='*'),
-        r.add_argument('--decay-rate', type=float),
-        r.add_argument('--warmup-epochs', type=int),
-        r.add_argument('--warmup-lr-init', type=float),
-        r.add_argument('--num-frames', type=int, help='clip length T'),
-        r.add_argument('--clip-sampling', choices=('consecutive', 'segments')),
-        r.add_argument('--head', choices=('paper', 'bnneck')),
-        r.add_argument('--ce-weight', type=float),
-        r.add_argument('--label-smoothing', type=float),
-        r.add_argument('--triplet-weight', type=float),
-        r.add_argument('--triplet-margin', type=float),
-        r.add_argument('--hflip', type=float),
-        r.add_argument('--pad', type=int),
-        r.add_argument('--re-prob', type=float),
-        r.add_argument('--grad-clip', type=float),
-        r.add_argument('--eval-interval', type=int, help='evaluate every N epochs and after the last (0: never)'),
-        r.add_argument('--eval-max-clips', type=int, help='cap on test clips per tracklet while training'),
-        r.add_argument('--seed', type=int),
-    ]
-    r.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'), help='frame size (default 256 128)')
+    p.add_argument('--overwrite', action='store_true',
+                   help='start a new run in an --output folder that holds an earlier one, whose files are moved into '
+                        'replaced-<date>-<time>/ there (without it, such a folder is refused)')
+    r = p.add_argument_group('recipe overrides', 'Each flag replaces one field of --recipe; its default is the '
+                                                 'recipe\'s own.')
+    overrides = [r.add_argument(*flags, **options, help=(f'{text}; ' if text else '') + _recipe_defaults(
+        flags[0][2:].replace('-', '_'))) for flags, options, text in _RECIPE_FLAGS]
+    r.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'),
+                   help='frame size; ' + _recipe_defaults('input_size'))
     p.set_defaults(recipe_overrides=[action.dest for action in overrides])  # recipe field = flag name
+    v = p.add_argument_group('model selection and budgets')
+    held = v.add_mutually_exclusive_group()
+    held.add_argument('--val-ids', type=int, metavar='N',
+                      help='hold out N training identities (drawn from --seed) as a validation split that selects '
+                           'best.safetensors; the test split is then evaluated at the end (a folder dataset\'s val/ '
+                           'folder does the same). Without validation data, best is selected on the test split')
+    held.add_argument('--val-split', type=float, metavar='FRACTION',
+                      help='as --val-ids, a fraction of the training identities (e.g. 0.1)')
+    v.add_argument('--eval-test', action='store_true',
+                   help='with validation data, also evaluate the test split at every evaluation (default: at the end)')
+    v.add_argument('--max-steps', type=int, metavar='N',
+                   help='stop after N optimizer steps in all, then evaluate and save as at the end')
+    v.add_argument('--time-budget', type=float, metavar='MINUTES',
+                   help='stop at the first step that ends MINUTES after the start, then evaluate and save as at the '
+                        'end')
     o = p.add_argument_group('run options')
     _add_device_args(o)
     o.add_argument('--amp-dtype', choices=('bfloat16', 'float16'))
@@ -278,6 +320,9 @@ def cmd_train(a) -> int:
     from m3d_zoo.engine import train
     if a.model is None and a.resume is None:
         raise CliError('train needs --model NAME (see m3d-zoo list), or --resume CHECKPOINT.')
+    if a.val_split is not None and not 0 < a.val_split < 1:
+        raise CliError(f'--val-split {a.val_split:g}: give a fraction of the training identities in (0, 1), e.g. '
+                       f'0.1, or a number of identities with --val-ids.')
     summary = train(
         a.model, a.dataset, root=a.root, recipe=a.recipe, output_dir=a.output, resume=a.resume,
         pretrained=a.pretrained, pretrained_file=a.pretrained_file, model_kwargs=_model_kwargs(a),
@@ -285,7 +330,8 @@ def cmd_train(a) -> int:
         grad_checkpointing=a.grad_checkpointing, sync_bn=a.sync_bn, num_workers=a.workers,
         eval_batch_size=a.eval_batch_size, progress=not a.no_progress, push_to_hub=a.push_to_hub,
         force_unlock=a.force_unlock, dist_timeout=a.dist_timeout, input_size=_input_size(a),
-        **{k: getattr(a, k) for k in a.recipe_overrides})
+        val_ids=a.val_ids if a.val_ids is not None else a.val_split, eval_test=a.eval_test, max_steps=a.max_steps,
+        time_budget=a.time_budget, overwrite=a.overwrite, **{k: getattr(a, k) for k in a.recipe_overrides})
     return 0 if summary.get('ranks_in_sync', True) else 1
 
 

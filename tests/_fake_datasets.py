@@ -186,18 +186,20 @@ def write_fake_folder(
         size: Tuple[int, int] = (16, 8),
         ext: str = '.jpg',
         empty: Optional[Sequence[str]] = None,
+        val: Optional[Dict[str, Sequence[Tuple[int, int]]]] = None,
 ) -> Dict:
     """ A dataset in the generic tracklet-folder layout: `<subset>/<pid>/c<cam>_t<k>/f<frame>.jpg`.
 
     Each subset maps a pid folder name to a list of (camera, number of frames). Frame files are named f1, f2, ...,
     f12 (unpadded: only a numeric sort gets them right). `empty` lists extra empty tracklet folders (relative
-    paths) to create.
+    paths) to create; `val`, if given, the `val/` subset.
     """
     train = train if train is not None else {'0001': [(1, 5), (2, 12)], '0002': [(1, 7), (3, 3)], '0009': [(2, 10)]}
     query = query if query is not None else {'0003': [(1, 6)], '0004': [(1, 11)], '-1': [(2, 4)]}
     gallery = gallery if gallery is not None else {'0003': [(2, 9), (1, 5)], '0004': [(3, 4)], '0005': [(1, 8)]}
     counts = {}
-    for subset, spec in (('train', train), ('query', query), ('gallery', gallery)):
+    subsets = (('train', train), ('query', query), ('gallery', gallery)) + ((('val', val),) if val else ())
+    for subset, spec in subsets:
         n_t = n_f = 0
         for pid, tracks in spec.items():
             for k, (cam, n) in enumerate(tracks):

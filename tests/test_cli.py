@@ -139,12 +139,12 @@ WORKERS = default_num_workers()
 OPTIONS = {
     'train': (['--dataset', 'd'], 'amp amp_dtype batch_size ce_weight clip_sampling dataset_kwargs decay_epochs '
               'decay_rate device dist_timeout epochs eval_interval eval_max_clips gallery_mode grad_clip head '
-              'head_lr_mult hflip img_size label_smoothing lr model model_kwargs momentum num_frames num_instances opt '
-              'pad pretrained_file push_to_hub re_prob resume root sampler seed split_id triplet_margin triplet_weight '
-              'warmup_epochs warmup_lr_init weight_decay',
-              {'dataset': 'd', 'eval_batch_size': 16, 'force_unlock': False, 'grad_checkpointing': False,
-               'no_progress': False, 'output': 'output/train', 'pretrained': False, 'recipe': 'modern',
-               'sync_bn': False, 'workers': WORKERS}),
+              'head_lr_mult hflip img_size label_smoothing lr max_steps model model_kwargs momentum num_frames '
+              'num_instances opt pad pretrained_file push_to_hub re_prob resume root sampler seed split_id '
+              'time_budget triplet_margin triplet_weight val_ids val_split warmup_epochs warmup_lr_init weight_decay',
+              {'dataset': 'd', 'eval_batch_size': 16, 'eval_test': False, 'force_unlock': False,
+               'grad_checkpointing': False, 'no_progress': False, 'output': 'output/train', 'overwrite': False,
+               'pretrained': False, 'recipe': 'modern', 'sync_bn': False, 'workers': WORKERS}),
     'extract': (['--model', 'm', '--dataset', 'd', '-o', 'o'], 'amp camera_names crop_cache dataset_kwargs device '
                 'gallery_mode img_size max_clips model_kwargs num_frames pretrained_file root split_id tracklets '
                 'tracks video',
@@ -188,6 +188,45 @@ def test_each_command_keeps_its_options_and_defaults(command, capsys):
     with pytest.raises(SystemExit):
         main(['--help'])
     assert command in capsys.readouterr().out
+
+
+def test_extract_uses_the_frame_size_and_clip_length_the_model_was_trained_with(trained, gait, tmp_path):
+    """The run trained at 32x16 on 4-frame clips: extraction from its checkpoint does so without being told, and
+    --img-size / --num-frames still override."""
+    def extract(name, *flags):
+        out = tmp_path / name
+        assert main(['extract', '--model', str(trained / 'last.safetensors'), '--tracklets', f'{gait}/query',
+                     '--output', str(out), '--workers', '0', '--device', 'cpu', *flags]) == 0
+        return load_embeddings(out)
+    default, told = extract('d.safetensors'), extract('t.safetensors', '--img-size', '32', '16', '--num-frames', '4')
+    assert json.loads(default['metadata']['input_size']) == [32, 16]
+    assert json.loads(default['metadata']['num_frames']) == 4
+    assert torch.equal(default['embeddings'], told['embeddings'])
+    bigger = extract('b.safetensors', '--img-size', '64', '32', '--num-frames', '8')
+    assert json.loads(bigger['metadata']['input_size']) == [64, 32]
+    assert not torch.allclose(bigger['embeddings'], default['embeddings'])
+
+
+def test_train_help_shows_each_recipes_default(capsys, monkeypatch):
+    """Every recipe override names each recipe's value, read from the recipes (a changed recipe shows)."""
+    from m3d_zoo.engine.recipes import RECIPES
+    monkeypatch.setitem(RECIPES, 'modern', RECIPES['modern'].replace(epochs=77))
+    with pytest.raises(SystemExit):
+        main(['train', '--help'])
+    text = ' '.join(capsys.readouterr().out.split())  # argparse wraps the lines
+    group = next(g for g in build_parser()._subparsers._group_actions[0].choices['train']._action_groups
+                 if g.title == 'recipe overrides')
+    helps = {action.option_strings[0]: action.help for action in group._group_actions}
+    for flag, shown in (('--epochs', 'default: modern 77, paper 400'),
+                        ('--warmup-epochs', 'default: modern 10, paper 0'),
+                        ('--decay-epochs', 'default: modern 40 70, paper 300'),
+                        ('--batch-size', 'default: modern 32, paper 24'),
+                        ('--lr', 'default: modern 0.00035, paper 0.01'), ('--num-frames', 'default: 8'),
+                        ('--img-size', 'default: 256 128'), ('--grad-clip', 'default: none')):
+        assert helps[flag].endswith(shown) and shown in text, (flag, helps[flag])
+    assert set(helps) == {'--img-size'} | {'--' + dest.replace('_', '-') for dest in
+                                           build_parser().parse_args(['train', '--dataset', 'd']).recipe_overrides}
+    assert all('default: ' in h for h in helps.values())
 
 
 def test_list(capsys):

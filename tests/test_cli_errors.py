@@ -216,6 +216,18 @@ def test_train_into_a_folder_another_run_holds_is_one_line(holder, gait, tmp_pat
     assert sorted(os.listdir(tmp_path / 'run')) == ['train.lock']  # the holder's folder is untouched
 
 
+def test_a_fresh_run_into_a_folder_holding_a_run_is_one_line(gait, tmp_path, capsys):
+    out = tmp_path / 'run'
+    assert main(['train', '--model', 'm3d_resnet18', '--root', gait, '--output', str(out)] + TRAIN) == 0
+    before = sorted(os.listdir(out))
+    capsys.readouterr()
+    assert main(['train', '--model', 'm3d_resnet18', '--root', gait, '--output', str(out)] + TRAIN) == 2
+    line = _error_line(capsys)
+    assert f'{out} holds an earlier training run (' in line and f'Continue it with --resume {out}' in line, line
+    assert 'start over with --overwrite' in line, line
+    assert sorted(os.listdir(out)) == before
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The zoo's errors are one line; other exceptions are bugs and keep their traceback
 
@@ -239,6 +251,14 @@ def query_only(tmp_path):
      "--dataset marz: Unknown dataset 'marz'"),
     (['train', '--model', 'm3d_resnet18', '--root', '{gait}'] + TRAIN + ['--dist-timeout', '0'],
      '--dist-timeout must be a positive number of minutes'),
+    (['train', '--model', 'm3d_resnet18', '--root', '{gait}'] + TRAIN + ['--val-split', '1.5'],
+     '--val-split 1.5: give a fraction of the training identities in (0, 1)'),
+    (['train', '--model', 'm3d_resnet18', '--root', '{gait}', '-o', '{tmp}/v'] + TRAIN + ['--val-ids', '4'],
+     'gait: cannot hold out 4 of its 4 training identities for validation: hold out between 1 and 3'),
+    (['train', '--model', 'm3d_resnet18', '--root', '{gait}', '-o', '{tmp}/v'] + TRAIN + ['--val-ids', '3'],
+     'needs P = 2 identities per batch, but gait has 1 training identities, after 3 held out for validation'),
+    (['train', '--model', 'm3d_resnet18', '--root', '{gait}', '-o', '{tmp}/v'] + TRAIN + ['--max-steps', '0'],
+     '--max-steps must be a whole number of optimizer steps >= 1, got 0'),
     (['extract', '--model', 'm3d_resnet18', '--tracklets', '{gait}/query', '-o', '{tmp}/e.safetensors',
       '--model-kwargs', 'colour=1'], "m3d_resnet18 does not take the model arguments {'colour': 1}"),
     (['extract', '--model', 'm3d_resnet18', '--dataset', 'marz', '--root', '{gait}', '-o', '{tmp}/e.safetensors'],

@@ -157,6 +157,17 @@ def test_random_sampler_splits_each_global_batch():
         RandomBatchSampler(10, 6, num_replicas=4, rank=0)
 
 
+def test_samplers_start_an_epoch_after_the_batches_a_stopped_run_did():
+    pids = [0] * 10 + [1] * 3 + [2] * 5 + [3] * 1 + [4] * 8 + [5] * 4
+    for sampler in (PKBatchSampler(pids, 2, 2, seed=3), RandomBatchSampler(len(pids), 4, seed=3)):
+        sampler.set_epoch(2)
+        epoch = list(sampler)
+        sampler.set_epoch(2, start=2)
+        assert list(sampler) == epoch[2:] and len(sampler) == len(epoch) - 2
+        sampler.set_epoch(3)
+        assert len(sampler) == len(list(sampler)) > 0  # the next epoch starts at its first batch again
+
+
 @pytest.fixture(scope='module')
 def folder_ds(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('folder'))

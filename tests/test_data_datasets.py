@@ -10,7 +10,8 @@ from PIL import Image
 from scipy.io import savemat
 
 from m3d_zoo.data import (
-    DatasetError, create_dataset, load_ilidsvid, load_mars, load_prid2011, load_tracklet_folder, verify_images)
+    DatasetError, create_dataset, hold_out_identities, load_ilidsvid, load_mars, load_prid2011, load_tracklet_folder,
+    validation_dataset, verify_images)
 from _fake_datasets import (
     frame_order_value, write_fake_folder, write_fake_ilidsvid, write_fake_mars, write_fake_prid2011)
 
@@ -323,3 +324,54 @@ def test_tracklet_folder_labels_do_not_depend_on_the_hash_seed(tmp_path):
     order = ['Alice', 'alice', 'Bob', 'bob', 'p01', 'p1', 'X_02', 'x_2']
     assert dict(outs[0]['train']) == {n: i for i, n in enumerate(order)}
     assert dict(outs[0]['test'])['Carol'] < dict(outs[0]['test'])['carol']
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Validation splits
+
+
+def test_tracklet_folder_val_subset_is_split_into_query_and_gallery(tmp_path):
+    """val/ holds identities of their own; each becomes one query with its matches in the gallery: across cameras
+    where it has two, else split in time with the later tracklets in a camera of their own."""
+    root = str(tmp_path / 'f')
+    write_fake_folder(root, val={'0020': [(1, 6), (2, 6), (2, 6)], '0021': [(3, 6), (3, 6), (3, 6)],
+                                 '0022': [(1, 6)]})
+    ds = load_tracklet_folder(root)
+    assert sorted({t.pid for t in ds.val}) == [20, 21, 22] and ds.stats()['val'] == (3, 7, 42)
+    assert ds.num_train_pids == 3 and ds.stats()['query'] == (3, 3, 21)  # the other subsets as before
+    val = validation_dataset(ds.val, 'v', seed=0)
+    assert sorted(t.pid for t in val.query) == [20, 21]  # 22 has one tracklet: a gallery distractor
+    assert len(val.gallery) == 5 and sum(t.pid == 22 for t in val.gallery) == 1
+    q20 = next(t for t in val.query if t.pid == 20)
+    assert any(t.pid == 20 and t.camid != q20.camid for t in val.gallery)  # a true match in another camera
+    q21 = next(t for t in val.query if t.pid == 21)
+    assert q21.paths[0].endswith(os.path.join('c3_t1', 'f1.jpg'))  # the first tracklet is the query
+    later = [t for t in val.gallery if t.pid == 21]
+    assert len(later) == 2 and len({t.camid for t in later}) == 1  # a camera that no validation tracklet has
+    assert {t.camid for t in later}.isdisjoint({t.camid for t in ds.val})
+    assert 'split in time' in val.gallery_mode
+    assert validation_dataset(ds.val, 'v', seed=0) == val  # the seed decides
+    with pytest.raises(DatasetError, match=r'v: none of the 1 validation identities has two tracklets'):
+        validation_dataset([t for t in ds.val if t.pid == 22], 'v')
+    write_fake_folder(str(tmp_path / 'g'), val={'-1': [(1, 4)]})
+    with pytest.raises(DatasetError, match='person folder val/-1: a negative id marks distractors'):
+        load_tracklet_folder(str(tmp_path / 'g'))
+
+
+def test_held_out_identities_leave_the_training_set(tmp_path):
+    root = str(tmp_path / 'f')
+    write_fake_folder(root, train={f'{p:04d}': [(1, 5), (2, 5)] for p in range(1, 11)})
+    ds = load_tracklet_folder(root)
+    held = hold_out_identities(ds, 3, seed=0)
+    assert held.num_train_pids == 7 and {t.pid for t in held.train} == set(range(7))  # relabelled 0..6
+    assert len({t.pid for t in held.val}) == 3 and len(held.val) == 6 and held.extra['val_held_out'] == 3
+    assert held.query == ds.query and held.gallery == ds.gallery  # the test protocol is unchanged
+    assert hold_out_identities(ds, 3, seed=0).val == held.val  # deterministic
+    assert hold_out_identities(ds, 3, seed=1).val != held.val
+    assert len({t.pid for t in hold_out_identities(ds, 0.2).val}) == 2  # a fraction of the identities
+    for bad in (0, 10, 11):
+        with pytest.raises(DatasetError, match=rf'cannot hold out {bad} of its 10 training identities.*between 1 '
+                                               rf'and 9'):
+            hold_out_identities(ds, bad)
+    with pytest.raises(ValueError, match='a validation fraction must be in'):
+        hold_out_identities(ds, 1.5)

@@ -48,7 +48,7 @@ def test_torchrun_two_processes_gloo(root, tmp_path):
 
     events = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     config = next(e for e in events if e['event'] == 'config')
-    assert config['world_size'] == 2 and config['steps_per_epoch'] == 2  # 16 tracklets / (P=4 x K=2)
+    assert config['world_size'] == 2 and config['steps_per_epoch'] == [2] * 4  # 16 tracklets / (P=4 x K=2)
     assert config['dist_timeout_min'] == 45  # what init_process_group was given (see the test below)
     losses = [e['loss'] for e in events if e['event'] == 'epoch']
     assert len(losses) == 4 and losses[-1] < 0.8 * losses[0], losses

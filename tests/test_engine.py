@@ -1,5 +1,6 @@
 """Training engine: recipes, losses, optimizer groups, atomic checkpoints, exact resume, the output folder's lock
 and bad-input errors."""
+import dataclasses
 import errno
 import json
 import logging
@@ -22,10 +23,14 @@ import m3d_zoo
 from m3d_zoo.data import make_synthetic_gait
 from m3d_zoo.engine import (
     CheckpointError, ReidLoss, TrainingError, TrainRecipe, UnknownRecipeError, batch_hard_triplet_loss,
-    build_optimizer, get_recipe, load_checkpoint, save_checkpoint, train)
+    build_optimizer, build_scheduler, get_recipe, load_checkpoint, load_inference_model, model_from_checkpoint,
+    save_checkpoint, train)
 from m3d_zoo import _io as io_mod
+from m3d_zoo.data import create_video_transform
 from m3d_zoo.engine.distributed import DEFAULT_DIST_TIMEOUT_MIN, init_distributed
+from m3d_zoo.engine.extract import _model_frames
 from m3d_zoo.engine.train import LOCK_NAME, OutputLock, OutputLockedError
+from _fake_datasets import write_fake_folder
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -55,8 +60,10 @@ def gait_root(tmp_path_factory):
 
 def _run(gait_root, out, model='m3d_resnet18', **kw):
     args = dict(TINY, **kw)
-    opts = {k: args.pop(k) for k in ('resume', 'push_to_hub', 'force_unlock') if k in args}
-    return train(model, 'folder', root=gait_root, recipe=args.pop('recipe', 'modern'), output_dir=out,
+    opts = {k: args.pop(k) for k in ('resume', 'push_to_hub', 'force_unlock', 'overwrite', 'val_ids', 'eval_test',
+                                     'max_steps', 'time_budget', 'dataset') if k in args}
+    dataset = opts.pop('dataset', 'folder')
+    return train(model, dataset, root=gait_root, recipe=args.pop('recipe', 'modern'), output_dir=out,
                  model_kwargs=args.pop('model_kwargs', TINY_MODEL), device='cpu', num_workers=0, progress=False,
                  **opts, **args)
 
@@ -64,6 +71,11 @@ def _run(gait_root, out, model='m3d_resnet18', **kw):
 def _weights(path):
     with safe_open(str(path), framework='pt') as f:
         return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def _events(out, kind=None):
+    events = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
+    return [e for e in events if kind is None or e['event'] == kind]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -287,6 +299,13 @@ def test_checkpoint_releases_with_hub_release_tool(gait_root, tmp_path):
                                             dataset='gait')
     assert repo_id.endswith('m3d_resnet18.gait')
     assert 'Rank-1 (%)' in (folder / 'README.md').read_text()
+    # the frame size it was trained at goes into config.json, which holds only timm's fields (timm's loader
+    # refuses others; the clip length is a model argument there)
+    from timm.models import PretrainedCfg
+    cfg = json.loads((folder / 'config.json').read_text())['pretrained_cfg']
+    assert cfg['input_size'] == [3, 32, 16] and set(cfg) <= {f.name for f in dataclasses.fields(PretrainedCfg)}
+    loaded = m3d_zoo.create_model(f'local-dir:{folder}', pretrained=True)
+    assert create_video_transform(loaded).size == (32, 16)
 
 
 def test_the_process_group_timeout_defaults_to_a_long_one():
@@ -427,8 +446,8 @@ def test_a_lock_from_another_host_or_unreadable_needs_force_unlock(gait_root, tm
     os.utime(out / LOCK_NAME, (time.time() - 3600,) * 2)
     with pytest.raises(OutputLockedError, match=r'train.lock is unreadable.*delete .*train.lock or pass '
                                                 r'--force-unlock'):
-        _run(gait_root, out, epochs=1)
-    _run(gait_root, out, epochs=1, force_unlock=True)
+        _run(gait_root, out, epochs=1, overwrite=True)
+    _run(gait_root, out, epochs=1, force_unlock=True, overwrite=True)
     assert not (out / LOCK_NAME).exists()
 
 
@@ -478,3 +497,186 @@ def test_a_take_over_goes_one_at_a_time_and_spares_a_new_holder(tmp_path):
     os.utime(guard, (time.time() - 3600,) * 2)  # ... and died there
     OutputLock(out).acquire().release()
     assert sorted(os.listdir(out)) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What a checkpoint remembers, validation, budgets, the lr schedule, used run folders
+
+
+def test_a_checkpoint_rebuilds_with_the_preprocessing_it_was_trained_with(gait_root, tmp_path):
+    _run(gait_root, tmp_path / 'run', epochs=1)  # 32x16 frames, 4-frame clips
+    last = tmp_path / 'run' / 'last.safetensors'
+    prep = load_checkpoint(last, with_train_state=False).preprocessing
+    assert prep == {'input_size': [3, 32, 16], 'num_frames': 4, 'clip_sampling': 'consecutive',
+                    'interpolation': 'bilinear', 'mean': [0.485, 0.456, 0.406], 'std': [0.229, 0.224, 0.225]}
+    model = load_inference_model(str(last))  # what `m3d-zoo extract --model last.safetensors` uses
+    assert model.pretrained_cfg['input_size'] == (3, 32, 16) and create_video_transform(model).size == (32, 16)
+    assert _model_frames(model, None) == 4
+
+    # fine-tuned on 8-frame clips from a model built for 4 (a model argument it keeps): the trained length is used
+    _run(gait_root, tmp_path / 'tuned', model=str(last), model_kwargs={}, epochs=1, num_frames=8)
+    tuned = model_from_checkpoint(tmp_path / 'tuned' / 'last.safetensors')
+    assert tuned.model_args['num_frames'] == 4 and tuned.pretrained_cfg['num_frames'] == 8
+    assert _model_frames(tuned, None) == 8 and _model_frames(tuned, 2) == 2  # asked for wins
+    assert model_from_checkpoint(tmp_path / 'tuned' / 'last.safetensors', num_frames=4).pretrained_cfg[
+        'num_frames'] == 4
+
+
+def test_held_out_identities_select_best_and_the_test_split_waits_for_the_end(gait_root, tmp_path):
+    out = tmp_path / 'run'
+    summary = _run(gait_root, out, epochs=2, eval_interval=1, val_ids=2)
+    config = _events(out, 'config')[0]
+    assert config['num_train_ids'] == 4 and config['selected_on'] == 'val'
+    assert config['validation'] == {'source': 'held out: 2', 'ids': 2, 'queries': 2, 'gallery': 4}
+    assert model_from_checkpoint(out / 'last.safetensors').num_classes == 4
+    evals = _events(out, 'eval')
+    val = [e for e in evals if e['split'] == 'val']
+    first, end = config['steps_per_epoch'][0], sum(config['steps_per_epoch'])
+    assert [e['step'] for e in val] == [first, end]  # each epoch's evaluation is on the validation split
+    test = [e for e in evals if e['split'] == 'test']
+    assert evals.index(test[0]) == len(val)  # the test split only after training
+    best = next(e for e in val if e['mAP'] == max(x['mAP'] for x in val))
+    assert [(e['weights'], e['step']) for e in test] == [('last', end)] + ([('best', best['step'])]
+                                                                           if best['step'] != end else [])
+    meta = load_checkpoint(out / 'best.safetensors', with_train_state=False).metadata
+    assert meta['selected_on'] == 'val' and float(meta['mAP']) == best['mAP']
+    best_eval = json.loads((out / 'best_eval.json').read_text())
+    assert best_eval['split'] == 'test' and best_eval['selected_on'] == 'val' and best_eval['val_mAP'] == best['mAP']
+    assert best_eval['step'] == best['step'] == summary['best_step'] and best_eval['mAP'] == test[-1]['mAP']
+    assert json.loads((out / 'eval.json').read_text())['step'] == end  # the last weights' test results
+    assert summary['selected_on'] == 'val' and summary['results']['split'] == 'test'
+
+    # on request the test split at every evaluation too; the same seed holds out the same identities
+    _run(gait_root, tmp_path / 'every', epochs=2, eval_interval=1, val_ids=2, eval_test=True)
+    evals = _events(tmp_path / 'every', 'eval')
+    assert [(e['split'], e['step']) for e in evals][:4] == [('val', first), ('test', first), ('val', end),
+                                                            ('test', end)]
+    assert _events(tmp_path / 'every', 'config')[0]['validation'] == config['validation']
+
+    # a resumed run keeps its hold-out; another one is refused (the classes depend on it)
+    with pytest.raises(TrainingError, match=r'trained with --val-ids/--val-split 2, not 3: the training identities '
+                                            r'depend on it'):
+        _run(gait_root, out, epochs=3, val_ids=3, resume=out / 'last.safetensors')
+
+
+def test_without_validation_data_best_is_selected_on_the_test_split_with_a_warning(gait_root, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger='m3d_zoo.engine.train'):
+        summary = _run(gait_root, tmp_path / 'run', epochs=1, eval_interval=1)
+    assert 'gait has no validation data: best.safetensors is selected on the test split' in caplog.text
+    assert '--val-ids N or --val-split FRACTION, or add a val/ folder' in caplog.text
+    assert [e['split'] for e in _events(tmp_path / 'run', 'eval')] == ['test'] and summary['selected_on'] == 'test'
+    assert json.loads((tmp_path / 'run' / 'best_eval.json').read_text())['split'] == 'test'
+
+
+def test_a_val_folder_is_the_validation_split(tmp_path):
+    root = tmp_path / 'data'
+    four = [(1, 8), (2, 8), (1, 8), (2, 8)]
+    write_fake_folder(str(root), train={f'{p:04d}': four for p in range(1, 5)},
+                      val={'0010': [(1, 8), (2, 8)], '0011': [(1, 8), (2, 8)]}, size=(32, 16))
+    summary = _run(str(root), tmp_path / 'run', model='c2d_resnet18', model_kwargs={}, epochs=1, eval_interval=1)
+    config = _events(tmp_path / 'run', 'config')[0]
+    assert config['num_train_ids'] == 4 and config['validation']['source'] == 'val/ folder'
+    assert [e['split'] for e in _events(tmp_path / 'run', 'eval')] == ['val', 'test']
+    assert summary['selected_on'] == 'val'
+    with pytest.raises(TrainingError, match=r'has validation identities of its own \(a val/ folder of 2\): leave out '
+                                            r'--val-ids/--val-split, or the val/ folder'):
+        _run(str(root), tmp_path / 'both', model='c2d_resnet18', model_kwargs={}, epochs=1, val_ids=1)
+
+
+def test_max_steps_stops_inside_an_epoch_evaluates_and_resumes_after_it(gait_root, tmp_path, capsys):
+    out = tmp_path / 'run'
+    summary = _run(gait_root, out, epochs=3, eval_interval=10, max_steps=4)  # 3 steps per epoch
+    assert summary['steps'] == 4 and summary['stopped_by'] == '--max-steps 4' and summary['last_epoch'] == 1
+    config = _events(out, 'config')[0]
+    assert config['steps_per_epoch'] == [3, 3, 3] and config['planned_steps'] == 4
+    assert 'epochs 1..3: 4 steps, stopping after step 4' in capsys.readouterr().out
+    assert [(e['epoch'], e['steps'], e.get('partial', False)) for e in _events(out, 'epoch')] == [(1, 3, False),
+                                                                                                  (2, 1, True)]
+    assert [(e['split'], e['step']) for e in _events(out, 'eval')] == [('test', 4)]  # evaluated as at the end
+    state = load_checkpoint(out).train_state
+    assert (state['epoch'], state['epoch_step'], state['num_updates']) == (1, 1, 4)
+
+    resumed = _run(gait_root, out, epochs=3, eval_interval=10, resume=out / 'last.safetensors')
+    assert resumed['steps'] == 9 and resumed['stopped_by'] is None and resumed['last_epoch'] == 3
+    assert [(e['epoch'], e['steps']) for e in _events(out, 'epoch')][2:] == [(2, 2), (3, 3)]
+
+    summary = _run(gait_root, tmp_path / 'clock', epochs=3, eval_interval=10, time_budget=1e-9)
+    assert summary['steps'] == 1 and summary['stopped_by'] == '--time-budget 1e-09 min'
+    assert (tmp_path / 'clock' / 'last.safetensors').is_file() and summary['results']['step'] == 1
+    for bad, message in ((dict(max_steps=0), '--max-steps must be a whole number of optimizer steps >= 1, got 0'),
+                         (dict(time_budget=-1.), '--time-budget must be a positive number of minutes, got -1.0')):
+        with pytest.raises(TrainingError, match=re.escape(message)):
+            _run(gait_root, tmp_path / 'bad', **bad)
+
+
+def test_the_header_gives_the_steps_each_epoch_runs(tmp_path, capsys):
+    """P x K batches vary from epoch to epoch when identities have unequal numbers of tracklets: the run says how
+    many each epoch has, and those are the steps it runs."""
+    root = tmp_path / 'data'
+    write_fake_folder(str(root), train={'0001': [(1, 8), (2, 8)] * 3, '0002': [(1, 8), (2, 8)],
+                                        '0003': [(1, 8), (2, 8)], '0004': [(1, 8), (2, 8)]}, size=(32, 16))
+    summary = _run(str(root), tmp_path / 'run', model='c2d_resnet18', model_kwargs={}, epochs=6, warmup_epochs=0,
+                   decay_epochs=[], num_frames=2)
+    per_epoch = _events(tmp_path / 'run', 'config')[0]['steps_per_epoch']
+    assert len(set(per_epoch)) > 1  # the data makes them vary
+    assert [e['steps'] for e in _events(tmp_path / 'run', 'epoch')] == per_epoch
+    assert summary['steps'] == sum(per_epoch)
+    assert f'{min(per_epoch)}-{max(per_epoch)} steps/epoch (P x K batches vary by epoch)' in capsys.readouterr().out
+
+
+def test_warm_up_and_decay_follow_the_optimizer_steps(gait_root, tmp_path):
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.1)
+    recipe = get_recipe('paper', lr=0.1, warmup_epochs=2, warmup_lr_init=0., decay_epochs=[3], decay_rate=0.1,
+                        epochs=4)
+    scheduler = build_scheduler(opt, recipe, [3, 5, 4, 4])
+    lrs = []
+    for step in range(16):
+        scheduler.step_update(step)
+        lrs.append(opt.param_groups[0]['lr'])
+    # the 8 steps of epochs 1-2 ramp up, epoch 3 runs at the lr, epoch 4 (after 3 epochs) is decayed
+    assert lrs == pytest.approx([0.1 * t / 8 for t in range(8)] + [0.1] * 4 + [0.01] * 4)
+
+    # in a run: the first epoch's steps already climb halfway up a 2-epoch warm-up
+    _run(gait_root, tmp_path / 'run', epochs=1, warmup_epochs=2, decay_epochs=[])
+    first = _events(tmp_path / 'run', 'epoch')[0]
+    modern = get_recipe('modern')
+    assert first['steps'] == 3 and first['lr']['backbone'] == pytest.approx(
+        modern.warmup_lr_init + (modern.lr - modern.warmup_lr_init) * 3 / 6)
+
+
+def test_a_fresh_run_into_a_used_folder_is_refused_unless_overwrite(gait_root, tmp_path, caplog):
+    out = tmp_path / 'run'
+    _run(gait_root, out, epochs=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(TrainingError, match=rf'{re.escape(str(out))} holds an earlier training run \(last.safetensors, '
+                                            rf'.*\)\. Continue it with --resume {re.escape(str(out))}, start over with '
+                                            rf'--overwrite .*or choose another --output'):
+        _run(gait_root, out, epochs=1)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched, and no lock left behind
+    with pytest.raises(TrainingError, match='--overwrite starts a new run in the output folder; it does not go with '
+                                            '--resume'):
+        _run(gait_root, out, epochs=1, overwrite=True, resume=out)
+
+    with caplog.at_level(logging.WARNING, logger='m3d_zoo.engine.train'):
+        _run(gait_root, out, epochs=1, overwrite=True)
+    aside = [p for p in out.iterdir() if p.name.startswith('replaced-')]
+    assert len(aside) == 1 and f'moved the earlier run\'s {len(before)} files' in caplog.text
+    assert {p.name: p.read_bytes() for p in aside[0].iterdir()} == before  # kept, moved aside
+    assert [e['event'] for e in _events(out)] == ['config', 'epoch', 'done']  # a new log, not appended to
+
+
+def test_training_curves_are_drawn_after_each_epoch(gait_root, tmp_path, monkeypatch, caplog):
+    from m3d_zoo.engine import plot
+    calls = []
+    monkeypatch.setattr(plot, 'save_training_curves', lambda *a: calls.append(a), raising=False)
+    out = tmp_path / 'run'
+    _run(gait_root, out, epochs=2)
+    assert calls == [(out / 'metrics.jsonl', out / 'training_curves.png')] * 3  # each epoch, and at the end
+
+    def no_matplotlib(*a):
+        raise ImportError('training curves need matplotlib: pip install matplotlib')
+    monkeypatch.setattr(plot, 'save_training_curves', no_matplotlib)
+    with caplog.at_level(logging.WARNING, logger='m3d_zoo.engine.train'):
+        assert _run(gait_root, tmp_path / 'plain', epochs=2)['last_epoch'] == 2
+    assert caplog.text.count('no training_curves.png: training curves need matplotlib') == 1

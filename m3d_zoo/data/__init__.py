@@ -1,5 +1,5 @@
 """ Video ReID data: datasets (MARS, PRID-2011, iLIDS-VID, generic tracklet folders, synthetic gait), tracker output
-and videos cut into tracklets, clip sampling, identity-balanced batches and clip transforms. """
+and videos cut into tracklets, clip sampling, identity-balanced batches, clip transforms and validation splits. """
 from .base import DatasetError, Tracklet, VideoReIDDataset, natural_key, read_image, verify_images
 from .clip_dataset import (
     CLIP_SAMPLING_MODES, ClipDataset, EvalClipDataset, sample_train_indices, eval_clip_indices, tracklet_labels)
@@ -15,3 +15,4 @@ from .tracks import TrackFileError, Tracks, TrackletBoxes, read_tracks, split_tr
 from .video import (
     CROP_MODES, VideoError, VideoInfo, VideoTracklet, crop_box, iter_frames, probe_video, stream_tracklets)
 from .transforms import VideoTransform, create_video_transform, resolve_video_data_config
+from .validation import hold_out_identities, validation_dataset

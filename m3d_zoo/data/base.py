@@ -116,6 +116,10 @@ class VideoReIDDataset:
         gallery_mode: How the gallery was built, printed with every result (e.g. 'test minus query (torchreid)').
         split_id: Index of the random split used (PRID-2011, iLIDS-VID), else None.
         num_skipped: Number of empty tracklets skipped while loading.
+        extra: Loader-specific information (e.g. the folder layout's `pid_names`).
+        val: Validation tracklets: identities outside `train`, with their own ids, for choosing the best epoch
+            without looking at the test split (`m3d_zoo.data.validation_dataset` splits them into query and
+            gallery). Empty for the published datasets, whose protocols have no validation split.
     """
     name: str
     train: List[Tracklet]
@@ -125,6 +129,7 @@ class VideoReIDDataset:
     split_id: Optional[int] = None
     num_skipped: int = 0
     extra: Dict = field(default_factory=dict)
+    val: List[Tracklet] = field(default_factory=list)
 
     @property
     def num_train_pids(self) -> int:
@@ -139,8 +144,9 @@ class VideoReIDDataset:
         return len({t.pid for t in tracklets}), len(tracklets), sum(len(t.paths) for t in tracklets)
 
     def stats(self) -> Dict[str, Tuple[int, int, int]]:
-        """ (identities, tracklets, frames) for each subset. """
-        return {k: self._stats(getattr(self, k)) for k in ('train', 'query', 'gallery')}
+        """ (identities, tracklets, frames) for each subset (`val` only when there is one). """
+        subsets = ('train', 'val', 'query', 'gallery') if self.val else ('train', 'query', 'gallery')
+        return {k: self._stats(getattr(self, k)) for k in subsets}
 
     def summary(self) -> str:
         lines = [f'{self.name}' + (f' (split {self.split_id})' if self.split_id is not None else '')]

@@ -1,6 +1,7 @@
 """ Generic tracklet-folder layout for users' own data.
 
     <root>/train/<pid>/<tracklet>/<frames>      e.g. train/0007/c1_t003/000001.jpg
+    <root>/val/<pid>/<tracklet>/<frames>        optional: validation identities (not in train/)
     <root>/query/<pid>/<tracklet>/<frames>
     <root>/gallery/<pid>/<tracklet>/<frames>
 
@@ -13,6 +14,8 @@ Train ids are then relabelled to 0..N-1 in id order; a negative folder in `train
 one person). `<tracklet>` is a folder whose name starts with the camera: `c<cam>` or `cam<cam>`, optionally followed
 by `_` or `-` and anything (`c1`, `c2_t0004`, `cam3-morning`). Frames are the image files inside, ordered by the
 numbers in their names (natural order: `f2.jpg` before `f10.jpg`). `train/` may be left out for a test-only set.
+`val/` holds identities set aside to choose the best epoch while training (`m3d-zoo train` splits them into a
+validation query and gallery, see `m3d_zoo.data.validation_dataset`); a negative folder there is an error too.
 """
 import os
 import re
@@ -25,6 +28,7 @@ __all__ = ['load_tracklet_folder', 'FOLDER_LAYOUT']
 
 FOLDER_LAYOUT = """\
   <root>/train/<pid>/<tracklet>/<frames>     e.g. train/0007/c1_t003/000001.jpg   (train/ optional)
+  <root>/val/<pid>/<tracklet>/<frames>       validation identities, not in train/   (val/ optional)
   <root>/query/<pid>/<tracklet>/<frames>
   <root>/gallery/<pid>/<tracklet>/<frames>
   <tracklet> starts with c<cam> or cam<cam> (c1, c2_t0004, cam3-morning); frames in natural (numeric) order"""
@@ -77,11 +81,11 @@ def _person_ids(root: str, raw: Dict[str, List[Tuple[str, int, tuple]]]) -> Dict
             if abs(pid) >= _MAX_PID:
                 raise DatasetError(f'{root}: person folder {sub}/{name}: the number is too large for a person id '
                                    f'(at most {_MAX_PID - 1}); rename the folder.')
-            if pid < 0 and sub == 'train':
+            if pid < 0 and sub in ('train', 'val'):
                 raise DatasetError(
-                    f'{root}: person folder train/{name}: a negative id marks distractors, which are not one person '
-                    f'and hence not a training identity; move the folder to query/ or gallery/, or give it a person '
-                    f'id.')
+                    f'{root}: person folder {sub}/{name}: a negative id marks distractors, which are not one person '
+                    f'and hence not a {"training" if sub == "train" else "validation"} identity; move the folder to '
+                    f'query/ or gallery/, or give it a person id.')
             if pid in spelled:  # two folders read as one id would merge two people without a word
                 raise DatasetError(
                     f'{root}: {sub}/ has person folders {spelled[pid]!r} and {name!r}, which are the same person id '
@@ -104,24 +108,24 @@ def load_tracklet_folder(root: str, name: Optional[str] = None) -> VideoReIDData
     """ Load a dataset in the generic tracklet-folder layout (see the module docstring / README).
 
     Args:
-        root: Folder holding `query/`, `gallery/` and optionally `train/`.
+        root: Folder holding `query/`, `gallery/` and optionally `train/` and `val/`.
         name: Dataset name for summaries (default: the folder name).
 
     Returns:
-        The dataset; train ids relabelled to 0..N-1, query and gallery ids as described in the module docstring,
+        The dataset; train ids relabelled to 0..N-1, val, query and gallery ids as described in the module docstring,
         camera ids as written in the tracklet folder names. `extra['pid_names']` maps each id (before the train
         relabelling) to its folder name (the first in name order where subsets spell an integer differently).
 
     Raises:
         DatasetError: A folder is missing or misnamed, one subset has two folders for one integer id (`7`, `0007`),
-            or `train/` holds a negative (distractor) folder.
+            or `train/` or `val/` holds a negative (distractor) folder.
     """
     require_dir(root, 'tracklet folder dataset', FOLDER_LAYOUT)
     for sub in ('query', 'gallery'):
         require_dir(os.path.join(root, sub), 'tracklet folder dataset', FOLDER_LAYOUT)
     skipped: List[str] = []
     raw = {}
-    for sub in ('train', 'query', 'gallery'):
+    for sub in ('train', 'val', 'query', 'gallery'):
         d = os.path.join(root, sub)
         raw[sub] = _scan(d, skipped) if os.path.isdir(d) else []
 
@@ -135,4 +139,4 @@ def load_tracklet_folder(root: str, name: Optional[str] = None) -> VideoReIDData
     return VideoReIDDataset(
         name=name or os.path.basename(os.path.normpath(root)), train=train, query=sets['query'],
         gallery=sets['gallery'], gallery_mode='gallery/ folder', num_skipped=len(skipped),
-        extra={'root': root, 'pid_names': _names_of(pid_of)})
+        extra={'root': root, 'pid_names': _names_of(pid_of)}, val=sets['val'])

@@ -62,10 +62,13 @@ class _SplitBatchSampler(Sampler[List[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self.start = 0
         self._cache = None
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Yield the batches of `epoch`, from its batch `start` on (the ones before were done by a stopped run)."""
         self.epoch = epoch
+        self.start = start
 
     def _build_batches(self, rng: np.random.Generator) -> List[List[int]]:
         raise NotImplementedError
@@ -78,11 +81,11 @@ class _SplitBatchSampler(Sampler[List[int]]):
 
     def __iter__(self) -> Iterator[List[int]]:
         lo = self.rank * self.share
-        for batch in self._global_batches():
+        for batch in self._global_batches()[self.start:]:
             yield batch[lo:lo + self.share]
 
     def __len__(self) -> int:
-        return len(self._global_batches())
+        return max(0, len(self._global_batches()) - self.start)
 
 
 

@@ -3,15 +3,20 @@
 A checkpoint named `last` in an output folder is two files:
 
     last.safetensors                 the model's state dict; string metadata: architecture, model_args (JSON),
-                                     epoch, train_state (the state file's name) and its sha256, m3d_zoo version
+                                     preprocessing (JSON: input_size, mean, std, interpolation, num_frames,
+                                     clip_sampling), epoch, train_state (the state file's name) and its sha256,
+                                     m3d_zoo version
     last.state-<token>.pt            optimizer, scheduler, grad-scaler state, epoch, recipe, best metric: a dict of
                                      tensors and plain values that torch.load reads with weights_only=True
 
 The weights file is what `m3d_zoo.create_model(arch, **model_args)` loads and what hub/release.py releases; the
-state file is only for `--resume`. Every file is written to a temporary file in the same folder, fsynced and
-renamed over the old one, so a kill at any moment leaves either the old or the new file, never a torn one. The pair
-stays consistent because the state file gets a fresh name each time and the weights file, renamed last, is the one
-that names it: until that rename the old weights still name the old state file, which is deleted only afterwards.
+state file is only for `--resume`. `model_from_checkpoint` puts the recorded preprocessing back into the model's
+`pretrained_cfg`, so that extraction uses the frame size and clip length the model was trained at.
+
+Every file is written to a temporary file in the same folder, fsynced and renamed over the old one, so a kill at any
+moment leaves either the old or the new file, never a torn one. The pair stays consistent because the state file
+gets a fresh name each time and the weights file, renamed last, is the one that names it: until that rename the old
+weights still name the old state file, which is deleted only afterwards.
 """
 import io
 import json
@@ -33,11 +38,16 @@ from ..version import __version__
 __all__ = [
     'CheckpointError', 'Checkpoint', 'save_checkpoint', 'load_checkpoint', 'resolve_checkpoint_path',
     'atomic_write_bytes', 'atomic_write_text', 'check_resume_compatible', 'model_from_checkpoint',
+    'preprocessing_config', 'apply_preprocessing', 'PREPROCESSING_KEYS',
 ]
 
 _logger = logging.getLogger(__name__)
 
 WEIGHTS_SUFFIX = '.safetensors'
+
+# What a model's inputs need, kept in its pretrained_cfg: timm's data config, the clip length T and how training drew
+# clips ('consecutive' or 'segments'; extraction always takes consecutive clips, the paper's protocol)
+PREPROCESSING_KEYS = ('input_size', 'mean', 'std', 'interpolation', 'num_frames', 'clip_sampling')
 
 
 class CheckpointError(RuntimeError):
@@ -92,10 +102,38 @@ class Checkpoint:
     train_state: Optional[Dict[str, Any]] = None
 
     @property
+    def preprocessing(self) -> Dict[str, Any]:
+        """The recorded `PREPROCESSING_KEYS` ({} for checkpoints written before they were recorded)."""
+        try:
+            prep = json.loads(self.metadata.get('preprocessing') or '{}')
+        except ValueError as e:
+            raise CheckpointError(f'{self.path}: metadata preprocessing is not valid JSON ({e}).') from e
+        return {k: v for k, v in prep.items() if k in PREPROCESSING_KEYS} if isinstance(prep, dict) else {}
+
+    @property
     def epoch(self) -> Optional[int]:
         if self.train_state is not None:
             return int(self.train_state['epoch'])
         return int(self.metadata['epoch']) if 'epoch' in self.metadata else None
+
+
+def preprocessing_config(model: nn.Module) -> Dict[str, Any]:
+    """The `PREPROCESSING_KEYS` of a model: those in its pretrained_cfg, the clip length else its `num_frames`."""
+    model = unwrap_model(model)
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    prep = {k: cfg[k] for k in PREPROCESSING_KEYS if cfg.get(k) is not None}
+    if 'num_frames' not in prep and getattr(model, 'num_frames', None):
+        prep['num_frames'] = int(model.num_frames)
+    return _norm(prep)
+
+
+def apply_preprocessing(model: nn.Module, preprocessing: Dict[str, Any]) -> nn.Module:
+    """Set `preprocessing` (a dict of `PREPROCESSING_KEYS`) in the model's pretrained_cfg, which transforms and
+    extraction read; returns the model."""
+    model = unwrap_model(model)
+    prep = {k: tuple(v) if isinstance(v, list) else v for k, v in preprocessing.items() if k in PREPROCESSING_KEYS}
+    model.pretrained_cfg = model.default_cfg = dict(getattr(model, 'pretrained_cfg', None) or {}, **prep)
+    return model
 
 
 def _read_metadata(path: Path) -> Dict[str, str]:
@@ -144,6 +182,7 @@ def save_checkpoint(
     model_args = getattr(model, 'model_args', None)
     if isinstance(model_args, dict):
         meta['model_args'] = json.dumps(model_args)
+    meta['preprocessing'] = json.dumps(preprocessing_config(model))
     for k, v in (metadata or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
 
@@ -294,6 +333,10 @@ def model_from_checkpoint(path: Union[str, Path], **kwargs: Any) -> nn.Module:
         path: Weights file (or output folder).
         **kwargs: Model arguments that override the saved ones (e.g. num_classes=0 drops the classifier after
             loading).
+
+    Returns:
+        The model, its pretrained_cfg holding the checkpoint's preprocessing (frame size, mean/std, interpolation,
+        clip length and clip sampling of its training), which transforms and extraction then use by default.
     """
     from ..models import create_model
     ckpt = load_checkpoint(path, with_train_state=False)
@@ -309,4 +352,7 @@ def model_from_checkpoint(path: Union[str, Path], **kwargs: Any) -> nn.Module:
             from e
     if num_classes is not None and num_classes != model.num_classes:
         model.reset_classifier(num_classes)
-    return model
+    prep = ckpt.preprocessing
+    if 'num_frames' in kwargs:  # a clip length asked for now wins over the recorded one
+        prep['num_frames'] = kwargs['num_frames']
+    return apply_preprocessing(model, prep)

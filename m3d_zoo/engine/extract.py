@@ -94,7 +94,10 @@ def load_inference_model(
 
 
 def _model_frames(model: nn.Module, num_frames: Optional[int]) -> int:
-    return int(num_frames or getattr(model, 'num_frames', 8))
+    """The clip length: asked for, else the one the model was trained at (its pretrained_cfg's, recorded by a
+    checkpoint), else the one it was built for."""
+    trained = (getattr(model, 'pretrained_cfg', None) or {}).get('num_frames')
+    return int(num_frames or trained or getattr(model, 'num_frames', 8))
 
 
 @torch.no_grad()

@@ -38,9 +38,9 @@ class TrainRecipe:
         momentum: SGD momentum.
         weight_decay: Weight decay.
         nesterov: Nesterov momentum for SGD.
-        decay_epochs: Epochs at which the lr is multiplied by `decay_rate` (step decay).
+        decay_epochs: Epochs after which the lr is multiplied by `decay_rate` (step decay, from the next step on).
         decay_rate: Step decay factor.
-        warmup_epochs: Linear warm-up epochs, from `warmup_lr_init` to `lr`.
+        warmup_epochs: Linear warm-up from `warmup_lr_init` to `lr`, step by step over the steps of these epochs.
         warmup_lr_init: Learning rate at the start of the warm-up.
         ce_weight: Weight of the cross-entropy loss.
         label_smoothing: Cross-entropy label smoothing.

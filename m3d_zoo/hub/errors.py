@@ -171,12 +171,16 @@ def _hub_cache_dir() -> str:
 
 
 def transport_errors() -> Tuple[type, ...]:
-    """The connection and timeout errors of the HTTP client huggingface_hub uses."""
+    """The connection and timeout errors of the HTTP client huggingface_hub uses: requests before 1.0, then httpx."""
+    import huggingface_hub
+    if int(huggingface_hub.__version__.split('.')[0]) < 1:
+        import requests
+        return (requests.ConnectionError, requests.Timeout)
     try:
-        from huggingface_hub.utils import httpx
-        return (httpx.TransportError,)
-    except (ImportError, AttributeError):
-        return (ConnectionError, TimeoutError)
+        from huggingface_hub.utils import httpx  # the client it uses, re-exported from 1.31 on
+    except ImportError:
+        import httpx
+    return (httpx.TransportError,)
 
 
 def push_later_help(repo_id: str) -> str:

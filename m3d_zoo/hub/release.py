@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from .._io import file_sha256
-from ..engine.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from ..engine.checkpoint import Checkpoint, CheckpointError, apply_preprocessing, load_checkpoint
 from ..models import create_model
 from .card import model_card_for_run
 from .constants import CONFIG_NAME, HF_ORG, WEIGHTS_NAME
@@ -101,6 +101,7 @@ def model_for_release(
                               f'model arguments (--model-args, or model_args= in Python).') from e
     if drop_classifier:
         net.reset_classifier(0)
+    apply_preprocessing(net, ckpt.preprocessing)  # the frame size and mean/std it was trained with, for config.json
     return net.eval(), ckpt
 
 

@@ -1,4 +1,5 @@
 """ Save a zoo model as a Hub-ready folder (weights, config.json, model card), and push it to a Hub repo. """
+import dataclasses
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,9 +56,13 @@ _NULLABLE_FIELDS = ('pool_size', 'first_conv', 'classifier')  # timm keeps these
 
 def _hf_config(model: nn.Module, architecture: str, args: Dict[str, Any]) -> Dict[str, Any]:
     """timm's config.json layout from the model's public attributes: architecture, num_classes, num_features,
-    model_args and pretrained_cfg (input size, mean/std, ..., without the source fields)."""
+    model_args and pretrained_cfg (input size, mean/std, ..., without the source fields, and only timm's
+    `PretrainedCfg` fields, which timm's loader insists on: the clip length is in model_args)."""
+    from timm.models import PretrainedCfg
+    timm_fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
     cfg = {k: v for k, v in model.pretrained_cfg.items()
-           if k not in _SOURCE_FIELDS and k != 'architecture' and (v is not None or k in _NULLABLE_FIELDS)}
+           if k in timm_fields and k not in _SOURCE_FIELDS and k != 'architecture'
+           and (v is not None or k in _NULLABLE_FIELDS)}
     cfg['num_classes'] = model.num_classes
     cfg['custom_load'] = False  # a plain state dict, whatever the source needed
     config = {'architecture': architecture, 'num_classes': model.num_classes, 'num_features': model.num_features,
