@@ -288,9 +288,8 @@ def test_cached_model_loads_at_once_when_the_hub_is_unreachable(unreachable_hub,
     import huggingface_hub.constants as c
     model = _randomize(m3d_zoo.create_model('c2d_resnet18', num_classes=3))
     save_pretrained(model, tmp_path / 'saved')
-    api = HfApi(endpoint=hub_server.endpoint)  # the test Hub, reached by name while HF_ENDPOINT is unreachable
-    api.create_repo(hub_repo_id)
-    api.upload_folder(repo_id=hub_repo_id, folder_path=tmp_path / 'saved')
+    hub_server.store.create_repo(hub_repo_id)  # straight into the test Hub's store: HF_ENDPOINT is unreachable
+    hub_server.store.commit(hub_repo_id, 'main', {f.name: f.read_bytes() for f in (tmp_path / 'saved').iterdir()})
     snapshot_download(hub_repo_id, endpoint=hub_server.endpoint)  # now in the cache
     start = time.monotonic()
     loaded = m3d_zoo.create_model(f'hf-hub:{hub_repo_id}', pretrained=True)

@@ -121,13 +121,14 @@ def unreachable_reason() -> Optional[str]:
     """Why the Hub at HF_ENDPOINT cannot be reached now, or None if it answers a HEAD request (any status) within
     `probe_timeout` seconds. Uses huggingface_hub's HTTP client, so its proxy settings apply."""
     from huggingface_hub import get_session
-    from huggingface_hub.utils import httpx
     timeout = probe_timeout()
+    # requests before huggingface_hub 1.0, httpx from then on: the same call under two spellings
+    redirects = {'allow_redirects' if _requests_client() else 'follow_redirects': False}
     try:
-        get_session().head(endpoint(), timeout=timeout, follow_redirects=False)
-    except httpx.TimeoutException:
+        get_session().head(endpoint(), timeout=timeout, **redirects)
+    except _timeout_errors():
         return f'no answer within {timeout:g} s; on a slow network, set HF_HUB_ETAG_TIMEOUT to more seconds'
-    except httpx.TransportError as e:
+    except transport_errors() as e:
         return str(e) or type(e).__name__
     return None
 
@@ -143,19 +144,47 @@ def hub_connection() -> Iterator[Optional[str]]:
     Yields:
         Why the Hub could not be reached, '' if it answered, None if HF_HUB_OFFLINE was set already.
     """
-    from huggingface_hub import constants
     if _unreachable.get() is not None or is_offline():
         yield _unreachable.get()
         return
     reason = unreachable_reason()
     token = _unreachable.set(reason or '')
-    offline = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = bool(reason)
+    if reason:
+        _set_offline(True)
     try:
         yield reason or ''
     finally:
-        constants.HF_HUB_OFFLINE = offline
+        if reason:
+            _set_offline(False)
         _unreachable.reset(token)
+
+
+def _requests_client() -> bool:
+    """Whether huggingface_hub talks HTTP with requests (before 1.0) rather than httpx."""
+    import huggingface_hub
+    return int(huggingface_hub.__version__.split('.')[0]) < 1
+
+
+def _timeout_errors() -> Tuple[type, ...]:
+    """The timeout errors of the HTTP client huggingface_hub uses."""
+    if _requests_client():
+        import requests
+        return (requests.Timeout,)
+    try:
+        from huggingface_hub.utils import httpx
+    except ImportError:
+        import httpx
+    return (httpx.TimeoutException,)
+
+
+def _set_offline(offline: bool) -> None:
+    """Switch huggingface_hub's offline mode. Before 1.0 its sessions read the switch when they are made, so they are
+    made anew (`reset_sessions`); from 1.0 on every request reads it."""
+    from huggingface_hub import constants
+    constants.HF_HUB_OFFLINE = offline
+    if _requests_client():
+        from huggingface_hub.utils import reset_sessions
+        reset_sessions()
 
 
 def _offline_reason(unreachable: Optional[str]) -> str:
