@@ -5,6 +5,7 @@
     m3d-zoo train --resume out/m3d/last.safetensors --dataset mars --root /data/MARS --recipe modern --output out/m3d
     m3d-zoo extract --model out/m3d/best.safetensors --dataset mars --root /data/MARS --output mars_emb.safetensors
     m3d-zoo evaluate mars_emb.safetensors --cmc-png mars_cmc.png
+    m3d-zoo evaluate run_a.safetensors run_b.safetensors --cmc-png compare.png      # one row and one curve each
     m3d-zoo list 'm3d_*'
     m3d-zoo export --model out/m3d/best.safetensors --output m3d.onnx
     m3d-zoo push --checkpoint out/m3d/best.safetensors --repo-id me/m3d_resnet50.mars --results out/m3d/best_eval.json
@@ -22,7 +23,7 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ._io import atomic_write_text
 
@@ -135,11 +136,12 @@ def _dataset(a):
 
 
 def _add_clip_args(p: argparse.ArgumentParser):
-    """How tracklets are cut into clips and batched for a forward pass (extract, evaluate)."""
+    """How tracklets are cut into clips and batched for a forward pass, and its progress bars (extract, evaluate)."""
     p.add_argument('--num-frames', type=int, help='clip length (default: the model\'s)')
     p.add_argument('--img-size', type=int, nargs=2, metavar=('H', 'W'), help='frame size (default: the model\'s)')
     p.add_argument('--batch-size', '-b', type=int, default=16, help='clips per forward pass')
     p.add_argument('--max-clips', type=int, help='cap on clips per tracklet (default all, the paper\'s protocol)')
+    p.add_argument('--no-progress', action='store_true', help='no tqdm progress bars (on stderr)')
 
 
 def _input_size(a) -> Optional[tuple]:
@@ -148,11 +150,14 @@ def _input_size(a) -> Optional[tuple]:
 
 def _add_device_args(p, amp: bool = True):
     """--device, --amp (where the command runs mixed precision) and --workers; `p` a parser or an argument group."""
+    from m3d_zoo.utils import MAX_DEFAULT_WORKERS, available_cpus, default_num_workers
     p.add_argument('--device', help='cuda, cuda:N or cpu (default: a GPU if there is one)')
     if amp:
         p.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
                        help='mixed precision (default: on GPUs)')
-    p.add_argument('--workers', '-j', type=int, default=4, help='data loading processes (per rank under torchrun)')
+    p.add_argument('--workers', '-j', type=int, default=default_num_workers(),
+                   help=f'data loading processes, per rank under torchrun (default {default_num_workers()} here: '
+                        f'min({MAX_DEFAULT_WORKERS}, CPUs - 1), with {available_cpus()} CPUs available)')
 
 
 def _device(name: Optional[str]):
@@ -388,7 +393,7 @@ def _extract_videos(a, model, device, amp_dtype) -> None:
     crop = CropOptions(a.crop_mode, a.min_len, a.max_len, a.min_height, a.min_conf, a.min_visibility)
     out = extract_videos(model, sources, crop=crop, cache_dir=a.crop_cache, num_frames=a.num_frames,
                          input_size=_input_size(a), batch_size=a.batch_size, device=device, amp_dtype=amp_dtype,
-                         max_clips=a.max_clips)
+                         max_clips=a.max_clips, progress=not a.no_progress)
     meta = dict(_embedding_meta(a, model), dataset='videos', gallery_mode='none', cameras=out['cameras'])
     extra = {k: out[k] for k in ('track_ids', 'first_frames', 'last_frames', 'thumbnails')}
     path = save_embeddings(a.output, out['embeddings'], out['pids'], out['camids'], out['split'], meta, extra)
@@ -426,7 +431,7 @@ def cmd_extract(a) -> int:
     model = _inference_model(a, device)
     out = extract_dataset(
         model, dataset, splits=splits, num_frames=a.num_frames, input_size=_input_size(a), batch_size=a.batch_size,
-        num_workers=a.workers, device=device, amp_dtype=amp_dtype, max_clips=a.max_clips)
+        num_workers=a.workers, device=device, amp_dtype=amp_dtype, max_clips=a.max_clips, progress=not a.no_progress)
     if not a.dataset:
         out['split'][:] = -1  # plain folders: neither query nor gallery
     meta = dict(_embedding_meta(a, model), dataset=out['dataset'], gallery_mode=out['gallery_mode'],
@@ -472,8 +477,11 @@ def cmd_match(a) -> int:
 
 
 def add_evaluate_args(p: argparse.ArgumentParser):
-    p.add_argument('embeddings', nargs='?', help='embeddings file from m3d-zoo extract (query + gallery)')
-    p.add_argument('--gallery', help='a second embeddings file holding the gallery (the first is then the query)')
+    p.add_argument('embeddings', nargs='*',
+                   help='embeddings files from m3d-zoo extract (query + gallery); with several, one table row and one '
+                        'CMC curve each, all in one picture')
+    p.add_argument('--gallery', help='a second embeddings file holding the gallery (the one file given is then the '
+                                     'query)')
     _add_model_args(p, required=False)
     _add_seed_arg(p)
     _add_dataset_args(p, required=False)
@@ -482,9 +490,15 @@ def add_evaluate_args(p: argparse.ArgumentParser):
     p.add_argument('--metric', default='euclidean', choices=('euclidean', 'sqeuclidean', 'cosine'))
     p.add_argument('--ap-mode', default='standard', choices=('standard', 'trapezoid'))
     p.add_argument('--rerank', action='store_true', help='k-reciprocal re-ranking')
+    p.add_argument('--same-camera', action='store_true',
+                   help='count gallery tracklets of the query\'s person in the query\'s own camera as true matches '
+                        '(single-camera data); by default only other cameras\' count, as in MARS, PRID-2011 and '
+                        'iLIDS-VID, and same-camera ones are ignored')
     p.add_argument('--max-rank', type=int, default=20)
-    p.add_argument('--cmc-png', help='where to save the CMC curve (default: next to the embeddings, _cmc.png)')
-    p.add_argument('--results', help='write the results as JSON here (hub/release.py reads it)')
+    p.add_argument('--cmc-png', help='draw the CMC curves here (needs matplotlib: pip install "m3d_zoo[plot]"; '
+                                     'default, where it is installed: next to the first embeddings file, _cmc.png)')
+    p.add_argument('--results', help='write the results as JSON here (hub/release.py reads it); with several '
+                                     'embeddings files, an object of results by file')
     r = p.add_argument_group('ranked lists')
     r.add_argument('--ranked-png', metavar='DIR', help='draw ranked lists here: each query\'s frames and its top '
                                                        'gallery tracklets, green for a true match, red for a false one')
@@ -492,42 +506,90 @@ def add_evaluate_args(p: argparse.ArgumentParser):
     r.add_argument('--ranked-k', type=int, default=5, help='gallery tracklets per query (default 5)')
 
 
+def _file_labels(paths: List[str]) -> List[str]:
+    """A label per embeddings file: its name, or the path as given where two files share a name."""
+    names = [os.path.basename(p) for p in paths]
+    return names if len(set(names)) == len(names) else list(paths)
+
+
+def _cmc_png(a, default: str) -> Optional[str]:
+    """Where to draw the CMC curves, checked before any work: --cmc-png (matplotlib required), else `default` if
+    matplotlib is installed, else nowhere (said so)."""
+    from m3d_zoo.engine.plot import MatplotlibMissingError, require_matplotlib
+    try:
+        require_matplotlib('--cmc-png' if a.cmc_png else 'The CMC curve')
+    except MatplotlibMissingError as e:
+        if a.cmc_png:
+            raise
+        print(f'no CMC curve: {e}')
+        return None
+    png = a.cmc_png or default
+    _check_output(png, '--cmc-png' if a.cmc_png else 'the CMC curve (--cmc-png)', 'cmc.png')
+    return png
+
+
+def _evaluate_inputs(a) -> Tuple[Dict[str, Any], Optional[str]]:
+    """The query/gallery sets to evaluate, by label, and where to draw their CMC curves."""
+    from m3d_zoo.engine.extract import dataset_query_gallery, query_gallery
+    if a.embeddings:
+        png = _cmc_png(a, os.path.splitext(a.embeddings[0])[0] + '_cmc.png')
+        return {label: query_gallery(path, a.gallery)
+                for label, path in zip(_file_labels(a.embeddings), a.embeddings)}, png
+    if not (a.model and a.dataset):
+        raise CliError('evaluate needs an embeddings file (m3d-zoo extract ... -o FILE), or --model with --dataset and '
+                       '--root.')
+    device = _device(a.device)
+    dataset = _dataset(a)
+    png = _cmc_png(a, f'{dataset.name}_cmc.png')
+    model = _inference_model(a, device)
+    qg = dataset_query_gallery(model, dataset, num_frames=a.num_frames, input_size=_input_size(a),
+                               batch_size=a.batch_size, num_workers=a.workers, device=device, max_clips=a.max_clips,
+                               progress=not a.no_progress)
+    return {f'{a.model} on {dataset.name}': qg}, png
+
+
+def _print_results(results: Dict[str, Dict[str, Any]]) -> None:
+    """One table row per evaluation, and the protocol: once if all share it, else one line each."""
+    from m3d_zoo.eval import format_protocol, format_results, format_table, results_row
+    if len(results) == 1:
+        name, res = next(iter(results.items()))
+        print(format_results(res, name, table=True))
+        return
+    print(format_table({name: results_row(res) for name, res in results.items()}, 'results'))
+    protocols = {name: format_protocol(res) for name, res in results.items()}
+    if len(set(protocols.values())) == 1:
+        print(next(iter(protocols.values())))
+    else:
+        print('\n'.join(f'{name}: {protocol}' for name, protocol in protocols.items()))
+
+
 def cmd_evaluate(a) -> int:
     from m3d_zoo.engine import save_cmc_png
-    from m3d_zoo.engine.extract import dataset_query_gallery, evaluate_query_gallery, query_gallery, results_to_json
-    from m3d_zoo.eval import format_results
+    from m3d_zoo.engine.extract import evaluate_query_gallery, results_to_json
     if a.embeddings and a.model:
-        raise CliError('evaluate takes an embeddings file or --model with --dataset, not both.')
+        raise CliError('evaluate takes embeddings files or --model with --dataset, not both.')
+    if len(a.embeddings) > 1 and (a.gallery or a.ranked_png):
+        raise CliError(f'{"--gallery" if a.gallery else "--ranked-png"} goes with one embeddings file; to compare '
+                       f'several, give files that each hold a query and a gallery (m3d-zoo extract --splits query '
+                       f'gallery).')
     if a.results:
         _check_output(a.results, '--results', 'results.json')
     if a.ranked_png:
         _check_output_dir(a.ranked_png, '--ranked-png')
-    if a.embeddings:
-        png = a.cmc_png or os.path.splitext(a.embeddings)[0] + '_cmc.png'
-        _check_output(png, '--cmc-png' if a.cmc_png else 'the CMC curve (--cmc-png)', 'cmc.png')
-        qg = query_gallery(a.embeddings, a.gallery)
-        name = os.path.basename(a.embeddings)
-    elif a.model and a.dataset:
-        device = _device(a.device)
-        dataset = _dataset(a)
-        png = a.cmc_png or f'{dataset.name}_cmc.png'
-        _check_output(png, '--cmc-png' if a.cmc_png else 'the CMC curve (--cmc-png)', 'cmc.png')
-        model = _inference_model(a, device)
-        qg = dataset_query_gallery(model, dataset, num_frames=a.num_frames, input_size=_input_size(a),
-                                   batch_size=a.batch_size, num_workers=a.workers, device=device,
-                                   max_clips=a.max_clips)
-        name = f'{a.model} on {dataset.name}'
-    else:
-        raise CliError('evaluate needs an embeddings file (m3d-zoo extract ... -o FILE), or --model with --dataset and '
-                       '--root.')
-    res = evaluate_query_gallery(qg, metric=a.metric, ap_mode=a.ap_mode, rerank=a.rerank, max_rank=a.max_rank)
-    print(format_results(res, name, table=True))
-    save_cmc_png(png, {name: res['cmc']}, title=f'CMC: {name}')
-    print(f'CMC curve: {png}')
+    sets, png = _evaluate_inputs(a)
+    results = {name: evaluate_query_gallery(qg, metric=a.metric, ap_mode=a.ap_mode, rerank=a.rerank,
+                                            max_rank=a.max_rank, same_camera=a.same_camera)
+               for name, qg in sets.items()}
+    _print_results(results)
+    if png:
+        title = f'CMC: {next(iter(results))}' if len(results) == 1 else 'CMC'
+        save_cmc_png(png, {name: res['cmc'] for name, res in results.items()}, title=title)
+        print(f'CMC curve{"s" if len(results) > 1 else ""}: {png}')
     if a.ranked_png:
-        _save_ranked(a, qg)
+        _save_ranked(a, next(iter(sets.values())))
     if a.results:
-        atomic_write_text(a.results, json.dumps(results_to_json(res), indent=1) + '\n')
+        out = {name: results_to_json(res) for name, res in results.items()}
+        atomic_write_text(a.results, json.dumps(out if len(out) > 1 else next(iter(out.values())), indent=1) + '\n')
         print(f'results: {a.results}')
     return 0
 
@@ -705,7 +767,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         rank = os.environ.get('RANK')
         prefix = f'm3d-zoo {a.command}' + (f' [rank {rank}]' if rank and os.environ.get('WORLD_SIZE', '1') != '1'
                                           else '')
-        print(f'{prefix}: error: {e}', file=sys.stderr)
+        # the message's command-line form where it has one (advice naming flags rather than Python calls)
+        print(f'{prefix}: error: {getattr(e, "cli_message", None) or e}', file=sys.stderr)
         return 2
 
 

@@ -1,8 +1,30 @@
-""" Process-wide runtime settings for fast CPU inference. """
+""" Runtime settings that fit the machine: data-loading workers for its CPUs, and fast CPU inference. """
 import ctypes
+import os
 import sys
 
-__all__ = ['tune_cpu_allocator']
+__all__ = ['available_cpus', 'default_num_workers', 'tune_cpu_allocator']
+
+MAX_DEFAULT_WORKERS = 4  # enough to keep a GPU fed from decoded frames; more mostly costs memory
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask where the OS has one (it honours taskset and a container's
+    cpuset, which os.cpu_count does not), else os.cpu_count(); at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity mask
+        return os.cpu_count() or 1
+
+
+def default_num_workers() -> int:
+    """DataLoader workers that fit this machine: one CPU left to the process that runs the model, at most 4.
+
+    min(4, CPUs - 1) for this process's share of the CPUs (under torchrun, the CPUs divided by the processes on this
+    node, LOCAL_WORLD_SIZE); 0 (loading in the main process) on one CPU.
+    """
+    share = available_cpus() // max(1, int(os.environ.get('LOCAL_WORLD_SIZE', '1') or 1))
+    return max(0, min(MAX_DEFAULT_WORKERS, share - 1))
 
 # glibc mallopt() parameters (malloc.h)
 _M_TOP_PAD = -2

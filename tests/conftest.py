@@ -21,7 +21,7 @@ import pytest
 pytest_plugins = ['pytester']  # test_hub_server.py runs the loopback guard on a failing test
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hub_server import HubServer  # noqa: E402
+from hub_server import HubServer, UnreachableEndpoint  # noqa: E402
 
 if 'huggingface_hub' in sys.modules:  # too late to redirect it; the loopback guard would fail every Hub test
     raise RuntimeError('huggingface_hub was imported before tests/conftest.py could point it at the test Hub server')
@@ -105,10 +105,23 @@ def hf_home():
     return _HF_HOME
 
 
+@pytest.fixture(params=['refused', 'silent'])
+def unreachable_hub(request, monkeypatch):
+    """For one test, the Hub moved to a loopback port that refuses connections, or to one that never answers, with
+    HF_HUB_ETAG_TIMEOUT at 1 s (how long a request waits for an answer). Yields the `UnreachableEndpoint`."""
+    import huggingface_hub.constants as c
+    dead = UnreachableEndpoint(request.param)
+    monkeypatch.setattr(c, 'ENDPOINT', dead.endpoint)
+    monkeypatch.setattr(c, 'HUGGINGFACE_CO_URL_TEMPLATE', dead.endpoint + '/{repo_id}/resolve/{revision}/{filename}')
+    monkeypatch.setattr(c, 'HF_HUB_ETAG_TIMEOUT', 1)
+    yield dead
+    dead.close()
+
+
 @pytest.fixture()
 def hub_repo_id(request, hub_server):
     """A fresh, not yet created, repo id under the project's organisation, unique to the test."""
-    name = re.sub(r'[^A-Za-z0-9._-]+', '-', request.node.name).strip('-.')[:60]
+    name = re.sub(r'[^A-Za-z0-9._-]+', '-', request.node.name)[:60].strip('-.')
     hub_repo_id.counter = getattr(hub_repo_id, 'counter', 0) + 1
     return f'm3d-zoo/test-{name}-{hub_repo_id.counter}'
 

@@ -26,18 +26,22 @@ Usage::
     os.environ['HF_ENDPOINT'] = server.endpoint
     ...
     server.stop()
+
+``UnreachableEndpoint`` stands for a Hub that cannot be reached: a port that refuses connections, or one that takes
+them and never answers.
 """
 import base64
 import datetime
 import hashlib
 import json
 import re
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ['HubServer', 'HubStore', 'git_blob_sha1']
+__all__ = ['HubServer', 'HubStore', 'UnreachableEndpoint', 'git_blob_sha1']
 
 DEFAULT_BRANCH = 'main'
 FAKE_USER = 'test-user'
@@ -457,3 +461,29 @@ if __name__ == '__main__':  # a manual check: python tests/hub_server.py [port]
         threading.Event().wait()
     except KeyboardInterrupt:
         srv.stop()
+
+
+class UnreachableEndpoint:
+    """A port on 127.0.0.1 where no Hub answers, held until `close`.
+
+    Args:
+        kind: 'refused': bound but not listening, so connections are refused at once (nothing runs there);
+            'silent': listening, so the kernel completes connections, but nothing ever reads or answers them (a hung
+            proxy, a firewall that swallows traffic).
+    """
+
+    def __init__(self, kind: str):
+        if kind not in ('refused', 'silent'):
+            raise ValueError(f"kind must be 'refused' or 'silent', got {kind!r}")
+        self.kind = kind
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(('127.0.0.1', 0))
+        if kind == 'silent':
+            self._sock.listen(64)
+
+    @property
+    def endpoint(self) -> str:
+        return f'http://127.0.0.1:{self._sock.getsockname()[1]}'
+
+    def close(self):
+        self._sock.close()

@@ -12,8 +12,9 @@ from huggingface_hub import HfApi, hf_hub_download
 import m3d_zoo
 from m3d_zoo.cli import build_parser, main
 from m3d_zoo.data import make_synthetic_gait
-from m3d_zoo.engine import load_embeddings
+from m3d_zoo.engine import evaluate_dataset, load_embeddings, save_embeddings
 from m3d_zoo.engine.recipes import TrainRecipe
+from m3d_zoo.utils import default_num_workers
 
 TRAIN = ['--dataset', 'folder', '--epochs', '1', '--batch-size', '4', '--num-instances', '2', '--num-frames', '4',
          '--img-size', '32', '16', '--workers', '0', '--no-progress', '--device', 'cpu', '--eval-interval', '1',
@@ -55,11 +56,20 @@ def test_train_writes_checkpoints_metrics_and_eval(trained):
     assert 0 <= res['mAP'] <= 1 and res['ap_mode'] == 'standard' and len(res['cmc']) == 20
 
 
+def test_training_curves_of_the_run(trained, tmp_path):
+    """The run's metrics.jsonl, as `m3d-zoo train` writes it, draws (tests/test_plot.py checks the picture)."""
+    from m3d_zoo.engine.plot import save_training_curves
+    with Image.open(save_training_curves(trained / 'metrics.jsonl', tmp_path / 'curves.png')) as im:
+        assert im.format == 'PNG' and len(im.convert('RGB').getcolors(maxcolors=1 << 16)) > 3
+
+
 def test_extract_and_evaluate(trained, gait, tmp_path, capsys):
     emb = tmp_path / 'emb.safetensors'
     assert main(['extract', '--model', str(trained / 'last.safetensors'), '--dataset', 'folder', '--root', gait,
                  '--output', str(emb), '--workers', '0', '--device', 'cpu', '--img-size', '32', '16',
                  '--max-clips', '1']) == 0
+    err = capsys.readouterr().err  # a progress bar per split, by default
+    assert re.search(r'query: clips embedded: 100%.*4/4', err) and re.search(r'gallery: clips embedded: 100%.*8/8', err)
     data = load_embeddings(emb)
     assert data['embeddings'].shape == (12, 512) and data['pids'].shape == data['camids'].shape == (12,)
     assert (data['split'] == 0).sum() == 4 and (data['split'] == 1).sum() == 8
@@ -71,9 +81,8 @@ def test_extract_and_evaluate(trained, gait, tmp_path, capsys):
     assert main(['evaluate', str(emb), '--cmc-png', str(png), '--results', str(results)]) == 0
     text = capsys.readouterr().out
     assert '| mAP (%) | Rank-1 (%) |' in text and 'non-interpolated AP' in text
-    with Image.open(png) as im:
-        assert im.format == 'PNG' and im.size == (640, 480)
-        assert len(im.convert('RGB').getcolors(maxcolors=1 << 16)) > 3  # axes, text and a curve: not blank
+    with Image.open(png) as im:  # tests/test_plot.py checks the pictures' contents
+        assert im.format == 'PNG' and im.size[0] >= 400 and im.size[1] >= 300
     # the file's numbers are those of the run's own evaluation (same model, protocol and clips), and those printed
     res = json.loads(results.read_text())
     assert res['mAP'] == pytest.approx(json.loads((trained / 'eval.json').read_text())['mAP'], abs=1e-6)
@@ -82,7 +91,8 @@ def test_extract_and_evaluate(trained, gait, tmp_path, capsys):
     # plain tracklet folders, and the query/gallery given as two files
     q = tmp_path / 'q.safetensors'
     assert main(['extract', '--model', str(trained), '--tracklets', f'{gait}/query', '--output', str(q),
-                 '--workers', '0', '--device', 'cpu', '--img-size', '32', '16']) == 0
+                 '--workers', '0', '--device', 'cpu', '--img-size', '32', '16', '--no-progress']) == 0
+    assert 'clips embedded' not in capsys.readouterr().err
     qd = load_embeddings(q)
     assert qd['pids'].tolist() == [5, 6, 7, 8] and qd['camids'].tolist() == [1, 1, 1, 1]
     assert (qd['split'] == -1).all()
@@ -92,8 +102,40 @@ def test_extract_and_evaluate(trained, gait, tmp_path, capsys):
     assert main(['evaluate', str(q), '--gallery', str(g), '--cmc-png', str(tmp_path / 'c2.png')]) == 0
 
 
+def test_evaluation_shows_progress_only_when_asked(gait, capsys):
+    """Library calls are quiet unless asked (the trainer asks, unless --no-progress)."""
+    model = m3d_zoo.create_model('c2d_resnet18', num_classes=0)
+    dataset = m3d_zoo.create_dataset('folder', gait)
+    kwargs = dict(num_frames=4, input_size=(32, 16), max_clips=1)
+    quiet = evaluate_dataset(model, dataset, **kwargs)
+    assert capsys.readouterr().err == ''
+    shown = evaluate_dataset(model, dataset, progress=True, **kwargs)
+    err = capsys.readouterr().err
+    assert re.search(r'query: clips embedded: 100%.*4/4', err) and re.search(r'gallery: clips embedded: 100%.*8/8', err)
+    assert shown['mAP'] == quiet['mAP']
+
+
+def test_evaluate_same_camera(tmp_path, capsys):
+    """Single-camera data is refused with the advice to pass --same-camera, and evaluated with it; a query tracklet
+    the gallery also holds (the same folder) does not match itself."""
+    feats = torch.tensor([[0., 0], [10, 0], [0, 0], [3, 0], [1, 0]])  # queries 1, 2; gallery: query 1 again, 1, 2
+    folders = ['1/c0_q', '2/c0_q', '1/c0_q', '1/c0_g', '2/c0_g']
+    emb = tmp_path / 'one_camera.safetensors'
+    save_embeddings(emb, feats, torch.tensor([1, 2, 1, 1, 2]), torch.zeros(5, dtype=torch.int64),
+                    torch.tensor([0, 0, 1, 1, 1]), {'tracklets': folders})
+    argv = ['evaluate', str(emb), '--cmc-png', str(tmp_path / 'c.png'), '--results', str(tmp_path / 'r.json')]
+    assert main(argv) == 2
+    assert 'for data from a single camera, pass same_camera=True, or --same-camera' in capsys.readouterr().err
+    assert main(argv + ['--same-camera']) == 0
+    assert 'same-camera matches counted' in capsys.readouterr().out
+    res = json.loads((tmp_path / 'r.json').read_text())
+    # each query's nearest other tracklet is someone else, its match second (counting itself: q1 50% Rank-1)
+    assert res['rank1'] == 0 and res['mAP'] == pytest.approx(0.5) and res['same_camera'] is True
+
+
 # Each command's minimal arguments, the options left at None, and every other option's default: the flags and
-# defaults users and scripts rely on.
+# defaults users and scripts rely on. --workers fits the machine (tests/test_utils.py checks how).
+WORKERS = default_num_workers()
 OPTIONS = {
     'train': (['--dataset', 'd'], 'amp amp_dtype batch_size ce_weight clip_sampling dataset_kwargs decay_epochs '
               'decay_rate device dist_timeout epochs eval_interval eval_max_clips gallery_mode grad_clip head '
@@ -102,19 +144,21 @@ OPTIONS = {
               'time_budget triplet_margin triplet_weight val_ids val_split warmup_epochs warmup_lr_init weight_decay',
               {'dataset': 'd', 'eval_batch_size': 16, 'eval_test': False, 'force_unlock': False,
                'grad_checkpointing': False, 'no_progress': False, 'output': 'output/train', 'overwrite': False,
-               'pretrained': False, 'recipe': 'modern', 'sync_bn': False, 'workers': 4}),
+               'pretrained': False, 'recipe': 'modern', 'sync_bn': False, 'workers': WORKERS}),
     'extract': (['--model', 'm', '--dataset', 'd', '-o', 'o'], 'amp camera_names crop_cache dataset_kwargs device '
                 'gallery_mode img_size max_clips model_kwargs num_frames pretrained_file root split_id tracklets '
                 'tracks video',
                 {'batch_size': 16, 'dataset': 'd', 'model': 'm', 'output': 'o', 'pretrained': False,
-                 'splits': ['query', 'gallery'], 'workers': 4, 'crop_mode': 'stretch', 'min_len': 8, 'max_len': 64,
-                 'min_height': 0., 'min_conf': -math.inf, 'min_visibility': 0., 'seed': 0}),
+                 'splits': ['query', 'gallery'], 'workers': WORKERS, 'crop_mode': 'stretch', 'min_len': 8,
+                 'max_len': 64, 'min_height': 0., 'min_conf': -math.inf, 'min_visibility': 0., 'seed': 0,
+                 'no_progress': False}),
     'match': (['e', '-o', 'o'], 'max_gap relink_threshold',
               {'embeddings': 'e', 'output': 'o', 'threshold': 0.3, 'no_relink': False, 'video_out': False}),
-    'evaluate': ([], 'cmc_png dataset dataset_kwargs device embeddings gallery gallery_mode img_size max_clips model '
+    'evaluate': ([], 'cmc_png dataset dataset_kwargs device gallery gallery_mode img_size max_clips model '
                  'model_kwargs num_frames pretrained_file ranked_png results root split_id',
-                 {'ap_mode': 'standard', 'batch_size': 16, 'max_rank': 20, 'metric': 'euclidean', 'pretrained': False,
-                  'rerank': False, 'workers': 4, 'ranked_num': 10, 'ranked_k': 5, 'seed': 0}),
+                 {'embeddings': [], 'ap_mode': 'standard', 'batch_size': 16, 'max_rank': 20, 'metric': 'euclidean',
+                  'pretrained': False, 'rerank': False, 'workers': WORKERS, 'ranked_num': 10, 'ranked_k': 5, 'seed': 0,
+                  'no_progress': False, 'same_camera': False}),
     'list': ([], '', {'filter': '', 'pretrained': False}),
     'export': (['--model', 'm', '-o', 'o'], 'model_kwargs num_frames pretrained_file',
                {'batch_size': 2, 'format': 'onnx', 'img_size': (256, 128), 'model': 'm', 'no_fuse': False,

@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -282,6 +283,22 @@ def test_user_errors_are_one_line(argv, message, gait, emb, query_only, tmp_path
     line = _error_line(capsys)
     assert fill(message) in line, line
     assert not list(tmp_path.glob('*.onnx')) and not list(tmp_path.glob('e.safetensors'))
+
+
+@pytest.mark.parametrize('command', ['extract', 'train'])
+def test_pretrained_without_the_hub_fails_at_once_naming_the_flag(command, unreachable_hub, gait, tmp_path, capsys):
+    """--pretrained with an unreachable Hub and no cache: an error within seconds whose advice is the command's own
+    --pretrained-file (with the `hf download` that fetches the file), not Python calls."""
+    argv = _device_argv(command, 'cpu', gait, tmp_path) + ['--pretrained']
+    start = time.monotonic()
+    assert main(argv) == 2
+    assert time.monotonic() - start < 10
+    line = _error_line(capsys)
+    assert f'the Hub at {unreachable_hub.endpoint} could not be reached' in line, line
+    assert ('--pretrained-file PATH instead of --pretrained: download them where there is network (`hf download '
+            'timm/resnet18.tv_in1k model.safetensors --local-dir DIR`) and pass --pretrained-file '
+            'DIR/model.safetensors') in line, line
+    assert 'pretrained_cfg_overlay' not in line and 'create_model' not in line, line
 
 
 BUG = textwrap.dedent('''

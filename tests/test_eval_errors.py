@@ -213,5 +213,20 @@ def test_no_query_with_a_true_match_is_an_evaluation_error():
     (which the CLI prints as one line) says what to check."""
     from m3d_zoo.eval import EvaluationError
     distmat = np.zeros((2, 3))
-    with pytest.raises(EvaluationError, match='camera ids differ'):
+    with pytest.raises(EvaluationError, match='camera ids differ.*for data from a single camera, pass '
+                                              'same_camera=True, or --same-camera'):
         evaluate_rank(distmat, np.array([1, 2]), np.array([1, 2, 3]), np.array([0, 0]), np.array([0, 0, 1]))
+    assert evaluate_rank(distmat, np.array([1, 2]), np.array([1, 2, 3]), np.array([0, 0]), np.array([0, 0, 1]),
+                         same_camera=True)['num_valid_queries'] == 2
+
+
+@pytest.mark.parametrize('index, match', [
+    ([0], r'one gallery index per query \(2\), got shape \(1,\)'),
+    ([0, 3], r'query_gallery_index\[1\] = 3 is not a gallery index \(0..2\) nor -1'),
+    ([-2, 0], r'query_gallery_index\[0\] = -2'),
+    ([0.5, 0], 'non-integral id'),
+])
+def test_bad_query_gallery_index(index, match):
+    with pytest.raises(ValueError, match=match):
+        evaluate_rank(np.zeros((2, 3)), [1, 2], [1, 2, 3], [0, 0], [1, 1, 1], query_gallery_index=index,
+                      same_camera=True)

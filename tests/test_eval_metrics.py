@@ -48,12 +48,32 @@ def test_hand_computed_trapezoid_ap_official_kit():
     assert res['ap_mode'] == 'trapezoid'
 
 
-def _reference(dist, q_pids, g_pids, q_cams, g_cams, max_rank, ap_mode, junk_pids=(-1,)):
+def test_hand_computed_same_camera_matches():
+    """Single-camera data: same-camera items of the query's id are true matches; a query never matches itself."""
+    res = evaluate_rank(*_hand_case(), max_rank=5, same_camera=True, return_per_query=True)
+    # q0: hits g2, g0, g4 at ranks 1, 4, 6; q1: g1, g5 at 2, 5; q2: g3 (its own camera) at 3; q3: g2, g4, g0 at 1, 4, 6
+    ap = [(1 + 2 / 4 + 3 / 6) / 3, (1 / 2 + 2 / 5) / 2, 1 / 3, (1 + 2 / 4 + 3 / 6) / 3]
+    np.testing.assert_allclose(res['ap'], ap, rtol=1e-12)
+    np.testing.assert_allclose(res['cmc'], [2 / 4, 3 / 4, 1, 1, 1])
+    assert res['num_valid_queries'] == 4 and res['same_camera'] is True
+    assert 'same-camera matches counted' in format_protocol(res)
+    # g2 is q0's own tracklet: junk, so q0 scores as across cameras (its only same-camera match was itself)
+    res = evaluate_rank(*_hand_case(), max_rank=5, same_camera=True, return_per_query=True,
+                        query_gallery_index=[2, -1, -1, -1])
+    assert res['ap'][0] == pytest.approx((1 / 3 + 2 / 5) / 2) and res['first_hit_rank'][0] == 3
+    default = evaluate_rank(*_hand_case(), max_rank=5)
+    assert default['same_camera'] is False and 'same-camera' not in format_protocol(default)
+
+
+def _reference(dist, q_pids, g_pids, q_cams, g_cams, max_rank, ap_mode, junk_pids=(-1,), same_camera=False,
+               q_self=None):
     """ Plain per-query loop, ranking the whole gallery (ties: negatives before matches). """
     cmcs, aps = [], []
     for i in range(len(q_pids)):
-        pos = (g_pids == q_pids[i]) & (g_cams != q_cams[i]) & ~np.isin(g_pids, junk_pids)
-        junk = ((g_pids == q_pids[i]) & (g_cams == q_cams[i])) | np.isin(g_pids, junk_pids)
+        itself = np.arange(len(g_pids)) == (-1 if q_self is None else q_self[i])
+        same_cam_junk = (g_cams == q_cams[i]) & (not same_camera)
+        pos = (g_pids == q_pids[i]) & ~same_cam_junk & ~np.isin(g_pids, junk_pids) & ~itself
+        junk = ((g_pids == q_pids[i]) & same_cam_junk) | np.isin(g_pids, junk_pids) | itself
         order = np.lexsort((pos, dist[i]))
         order = order[~junk[order]]
         matches = pos[order]
@@ -73,9 +93,10 @@ def _reference(dist, q_pids, g_pids, q_cams, g_cams, max_rank, ap_mode, junk_pid
     return np.mean(cmcs, 0), np.mean(aps), len(aps)
 
 
+@pytest.mark.parametrize('same_camera', [False, True], ids=['cross-camera', 'same-camera'])
 @pytest.mark.parametrize('ap_mode', ['standard', 'trapezoid'])
 @pytest.mark.parametrize('kind', ['continuous', 'ties', 'infinite'])
-def test_matches_reference_loop_on_random_data(ap_mode, kind):
+def test_matches_reference_loop_on_random_data(ap_mode, kind, same_camera):
     rng = np.random.default_rng(['continuous', 'ties', 'infinite'].index(kind))
     nq, ng = 60, 400
     q_pids, g_pids = rng.integers(-1, 25, nq), rng.integers(-1, 25, ng)
@@ -84,8 +105,13 @@ def test_matches_reference_loop_on_random_data(ap_mode, kind):
     if kind == 'infinite':  # a quarter of the pairs masked to +inf, some at -inf: true matches and junk among them
         dist[rng.random((nq, ng)) < 0.25] = np.inf
         dist[rng.random((nq, ng)) < 0.05] = -np.inf
-    cmc, m_ap, n_valid = _reference(dist, q_pids, g_pids, q_cams, g_cams, 20, ap_mode)
-    res = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=20, ap_mode=ap_mode, chunk_size=7)
+    # a third of the queries are also in the gallery (MARS's official gallery holds them): never their own match
+    q_self = np.where(rng.random(nq) < 1 / 3, rng.permutation(ng)[:nq], -1)
+    g_pids[q_self[q_self >= 0]], g_cams[q_self[q_self >= 0]] = q_pids[q_self >= 0], q_cams[q_self >= 0]
+    cmc, m_ap, n_valid = _reference(dist, q_pids, g_pids, q_cams, g_cams, 20, ap_mode, same_camera=same_camera,
+                                    q_self=q_self)
+    res = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=20, ap_mode=ap_mode, chunk_size=7,
+                        same_camera=same_camera, query_gallery_index=q_self)
     np.testing.assert_allclose(res['cmc'], cmc, rtol=1e-12)
     assert res['mAP'] == pytest.approx(m_ap, rel=1e-10)
     assert res['num_valid_queries'] == n_valid and res['num_skipped_queries'] == nq - n_valid

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import types
 from pathlib import Path
 
@@ -247,18 +248,54 @@ def test_error_offline_and_empty_cache(monkeypatch, hub_server):
         assert text in msg, text
 
 
-def test_error_no_network_and_empty_cache(monkeypatch, hub_server):
-    """The Hub does not answer at all (nothing listens on the endpoint's port)."""
+# An unreachable Hub fails in seconds (one probe of the Hub with HF_HUB_ETAG_TIMEOUT, then the cache only), not after
+# huggingface_hub's retries of every file (about 50 s for timm's ImageNet weights, minutes when the Hub never answers).
+FAST = 4  # seconds: the probe's 1 s timeout (unreachable_hub), with room for a loaded machine
+
+
+def _fails_fast_offline(create, unreachable):
+    start = time.monotonic()
+    with pytest.raises(HubOfflineError) as e:
+        create()
+    assert time.monotonic() - start < FAST
+    reason = 'no answer within 1 s' if unreachable.kind == 'silent' else 'Connection refused'
+    assert f'the Hub at {unreachable.endpoint} could not be reached (' in str(e.value), str(e.value)
+    assert reason in str(e.value) and reason in e.value.cli_message
+    return e.value
+
+
+def test_error_no_network_and_empty_cache(unreachable_hub):
+    """A saved zoo model: the Python advice names create_model's forms, the command line's its flags."""
+    e = _fails_fast_offline(lambda: m3d_zoo.create_model(f'hf-hub:{HF_ORG}/never-downloaded', pretrained=True),
+                            unreachable_hub)
+    assert 'not in the local cache' in str(e) and "create_model('local-dir:" in str(e)
+    assert f'`hf download {HF_ORG}/never-downloaded --local-dir DIR`) and pass --model DIR' in e.cli_message
+    assert 'create_model' not in e.cli_message and 'pretrained_file' not in e.cli_message
+
+
+def test_error_no_network_imagenet_weights(unreachable_hub):
+    e = _fails_fast_offline(lambda: m3d_zoo.create_model('c2d_resnet18', pretrained=True), unreachable_hub)
+    assert "pretrained_file='/path/to/model.safetensors'" in str(e)
+    assert ('--pretrained-file PATH instead of --pretrained: download them where there is network (`hf download '
+            'timm/resnet18.tv_in1k model.safetensors --local-dir DIR`) and pass --pretrained-file '
+            'DIR/model.safetensors') in e.cli_message
+    assert 'pretrained_cfg_overlay' not in e.cli_message and 'create_model' not in e.cli_message
+
+
+def test_cached_model_loads_at_once_when_the_hub_is_unreachable(unreachable_hub, hub_server, hub_repo_id, tmp_path):
+    """Files in the cache load without waiting for the Hub, and offline mode is left as it was."""
+    from huggingface_hub import snapshot_download
     import huggingface_hub.constants as c
-    import huggingface_hub.utils._http as hf_http
-    closed = HubServer()  # binds a free loopback port, never listens
-    endpoint = closed.endpoint
-    closed.stop()
-    monkeypatch.setattr(c, 'ENDPOINT', endpoint)
-    monkeypatch.setattr(c, 'HUGGINGFACE_CO_URL_TEMPLATE', endpoint + '/{repo_id}/resolve/{revision}/{filename}')
-    monkeypatch.setattr(hf_http, 'time', types.SimpleNamespace(sleep=lambda s: None))  # skip the retry back-off
-    with pytest.raises(HubOfflineError, match=f'the Hub at {endpoint} could not be reached.*local-dir:'):
-        m3d_zoo.create_model(f'hf-hub:{HF_ORG}/never-downloaded', pretrained=True)
+    model = _randomize(m3d_zoo.create_model('c2d_resnet18', num_classes=3))
+    save_pretrained(model, tmp_path / 'saved')
+    hub_server.store.create_repo(hub_repo_id)  # straight into the test Hub's store: HF_ENDPOINT is unreachable
+    hub_server.store.commit(hub_repo_id, 'main', {f.name: f.read_bytes() for f in (tmp_path / 'saved').iterdir()})
+    snapshot_download(hub_repo_id, endpoint=hub_server.endpoint)  # now in the cache
+    start = time.monotonic()
+    loaded = m3d_zoo.create_model(f'hf-hub:{hub_repo_id}', pretrained=True)
+    assert time.monotonic() - start < FAST
+    _assert_same_state(loaded, model)
+    assert not c.HF_HUB_OFFLINE and c.ENDPOINT == unreachable_hub.endpoint
 
 
 def test_error_offline_imagenet_weights(monkeypatch, hub_server):

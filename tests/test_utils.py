@@ -50,3 +50,32 @@ def test_tune_cpu_allocator_stops_page_faults():
 
 def test_tune_cpu_allocator_off():
     assert m3d_zoo.utils.tune_cpu_allocator(top_pad_mb=0) is False
+
+
+@pytest.mark.parametrize('cpus, local_world_size, workers', [
+    (1, None, 0), (2, None, 1), (5, None, 4), (64, None, 4), (16, '4', 3), (4, '4', 0)])
+def test_default_workers_fit_the_cpus_this_process_may_use(cpus, local_world_size, workers, monkeypatch, capsys):
+    """min(4, CPUs - 1) of the process's affinity mask (its share under torchrun), and --workers defaults to it."""
+    from m3d_zoo.cli import build_parser, main
+    from m3d_zoo.utils import available_cpus, default_num_workers
+    monkeypatch.setattr(m3d_zoo.utils.os, 'sched_getaffinity', lambda pid: set(range(cpus)), raising=False)
+    if local_world_size:
+        monkeypatch.setenv('LOCAL_WORLD_SIZE', local_world_size)
+    else:
+        monkeypatch.delenv('LOCAL_WORLD_SIZE', raising=False)
+    assert available_cpus() == cpus and default_num_workers() == workers
+    for command, argv in (('train', ['--dataset', 'd']), ('extract', ['--model', 'm', '--tracklets', 't', '-o', 'o']),
+                          ('evaluate', [])):
+        assert build_parser().parse_args([command] + argv).workers == workers
+        with pytest.raises(SystemExit):
+            main([command, '--help'])
+        help_text = ' '.join(capsys.readouterr().out.split())
+        assert f'(default {workers} here: min(4, CPUs - 1), with {cpus} CPUs available)' in help_text
+
+
+def test_available_cpus_without_an_affinity_mask(monkeypatch):
+    monkeypatch.delattr(m3d_zoo.utils.os, 'sched_getaffinity', raising=False)
+    monkeypatch.setattr(m3d_zoo.utils.os, 'cpu_count', lambda: 6)
+    assert m3d_zoo.utils.available_cpus() == 6
+    monkeypatch.setattr(m3d_zoo.utils.os, 'cpu_count', lambda: None)
+    assert m3d_zoo.utils.available_cpus() == 1

@@ -6,6 +6,6 @@ from .extract import (
     extract_embeddings, extract_videos, find_tracklet_folders, load_embeddings, load_inference_model, save_embeddings)
 from .match import MatchResult, match_tracks
 from .losses import ReidLoss, TripletLoss, batch_hard_triplet_loss
-from .plot import save_cmc_png
+from .plot import MatplotlibMissingError, save_cmc_png, save_training_curves
 from .recipes import RECIPES, TrainRecipe, UnknownRecipeError, get_recipe, list_recipes
 from .train import TrainingError, build_optimizer, build_scheduler, seed_everything, train

@@ -109,6 +109,8 @@ def extract_embeddings(
         device: Optional[torch.device] = None,
         amp_dtype: Optional[torch.dtype] = None,
         pin_memory: bool = False,
+        progress: bool = False,
+        desc: str = 'clips embedded',
 ) -> torch.Tensor:
     """ One embedding per tracklet: the mean of its clip embeddings.
 
@@ -121,10 +123,13 @@ def extract_embeddings(
         device: Where to run the model (default: the model's parameters' device, else CPU).
         amp_dtype: Autocast dtype (e.g. torch.bfloat16), None for full precision.
         pin_memory: Pin host memory of the batches.
+        progress: Show a progress bar (tqdm, on stderr) of the clips embedded.
+        desc: The progress bar's label.
 
     Returns:
         Float32 CPU tensor (num_tracklets, D), rows in the order of `dataset.tracklets`.
     """
+    from tqdm import tqdm
     if device is None:
         param = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
         device = param.device if param is not None else torch.device('cpu')
@@ -137,6 +142,7 @@ def extract_embeddings(
     n = len(dataset.tracklets)
     sums = None
     counts = torch.zeros(n, dtype=torch.float64)
+    bar = tqdm(total=len(dataset), desc=desc, unit='clip', disable=not progress, dynamic_ncols=True)
     try:
         for clips, tidx in loader:
             clips = clips.to(device, non_blocking=pin_memory)
@@ -150,7 +156,9 @@ def extract_embeddings(
                 sums = torch.zeros(n, emb.shape[1], dtype=torch.float64)
             sums.index_add_(0, tidx, emb)
             counts.index_add_(0, tidx, torch.ones(len(tidx), dtype=torch.float64))
+            bar.update(len(tidx))
     finally:
+        bar.close()
         if was_training:
             model.train()
     if sums is None:
@@ -168,15 +176,21 @@ def embed_tracklets(
         device: Optional[torch.device] = None,
         amp_dtype: Optional[torch.dtype] = None,
         max_clips: Optional[int] = None,
+        progress: bool = False,
+        desc: str = 'clips embedded',
 ) -> torch.Tensor:
-    """One embedding per tracklet (float32, CPU): the mean over its floor(L/T) clips of T consecutive frames."""
+    """One embedding per tracklet (float32, CPU): the mean over its floor(L/T) clips of T consecutive frames.
+
+    `progress` shows a progress bar of the clips embedded, labelled `desc`; the other arguments are as for
+    `extract_embeddings` (frame size and clip length default to the model's).
+    """
     if not tracklets:
         return torch.zeros(0, 0)
     transform = create_video_transform(model, is_training=False, **({'input_size': input_size} if input_size else {}))
     ds = EvalClipDataset(tracklets, _model_frames(model, num_frames), transform, max_clips=max_clips)
     return extract_embeddings(
         _embedding_net(model), ds, batch_size=batch_size, num_workers=num_workers, device=device, amp_dtype=amp_dtype,
-        pin_memory=device is not None and torch.device(device).type == 'cuda')
+        pin_memory=device is not None and torch.device(device).type == 'cuda', progress=progress, desc=desc)
 
 
 def _embedding_net(model: nn.Module) -> nn.Module:
@@ -201,7 +215,10 @@ def extract_dataset(
         splits: Sequence[str] = ('query', 'gallery'),
         **kwargs: Any,
 ) -> Dict[str, Any]:
-    """Embeddings of a dataset's splits, concatenated, with pids, camids and split codes (see module docstring)."""
+    """Embeddings of a dataset's splits, concatenated, with pids, camids and split codes (see module docstring).
+
+    `kwargs` go to `embed_tracklets` (``progress=True``: a progress bar per split).
+    """
     embs, pids, camids, codes, paths = [], [], [], [], []
     for name in splits:
         if name not in ('query', 'gallery', 'train'):
@@ -209,7 +226,7 @@ def extract_dataset(
         tracklets = getattr(dataset, name)
         if not tracklets:
             continue
-        embs.append(embed_tracklets(model, tracklets, **kwargs))
+        embs.append(embed_tracklets(model, tracklets, desc=f'{name}: clips embedded', **kwargs))
         pids += [t.pid for t in tracklets]
         camids += [t.camid for t in tracklets]
         codes += [SPLIT_CODES[name]] * len(tracklets)
@@ -455,20 +472,36 @@ def evaluate_dataset(
         dataset: VideoReIDDataset,
         metric: str = 'euclidean',
         ap_mode: str = 'standard',
+        progress: bool = False,
+        same_camera: bool = False,
         **kwargs: Any,
 ) -> Dict[str, Any]:
-    """Query/gallery embeddings of `dataset` and their CMC/mAP (the paper's clip-averaging protocol)."""
-    return evaluate_query_gallery(dataset_query_gallery(model, dataset, **kwargs), metric=metric, ap_mode=ap_mode)
+    """Query/gallery embeddings of `dataset` and their CMC/mAP (the paper's clip-averaging protocol).
+
+    Args:
+        model: The model (its embedding is used if it has a classifier).
+        dataset: The dataset whose query and gallery are evaluated.
+        metric, ap_mode, same_camera: As for `m3d_zoo.eval.evaluate_embeddings` (`same_camera=True`: same-camera
+            matches count, for single-camera data).
+        progress: A progress bar (tqdm, on stderr) of the query's clips embedded, then one of the gallery's.
+        **kwargs: As for `embed_tracklets` (num_frames, input_size, batch_size, num_workers, device, amp_dtype,
+            max_clips).
+    """
+    qg = dataset_query_gallery(model, dataset, progress=progress, **kwargs)
+    return evaluate_query_gallery(qg, metric=metric, ap_mode=ap_mode, same_camera=same_camera)
 
 
 def evaluate_query_gallery(qg: 'QueryGallery', **kwargs: Any) -> Dict[str, Any]:
-    """CMC/mAP of a `QueryGallery`; `kwargs` go to `m3d_zoo.eval.evaluate_embeddings` (metric, ap_mode, ...)."""
+    """CMC/mAP of a `QueryGallery`; `kwargs` go to `m3d_zoo.eval.evaluate_embeddings` (metric, ap_mode,
+    same_camera, ...). A query whose tracklet the gallery also holds never matches itself."""
     return evaluate_embeddings(qg.q_feats, qg.g_feats, qg.q_pids, qg.g_pids, qg.q_camids, qg.g_camids,
-                               gallery_mode=qg.gallery_mode, **kwargs)
+                               gallery_mode=qg.gallery_mode, query_gallery_index=qg.q_in_gallery, **kwargs)
 
 
 class QueryGallery(NamedTuple):
-    """Query and gallery rows of embeddings files: features, ids, cameras, each row's frames, the gallery convention."""
+    """Query and gallery rows of embeddings files: features, ids, cameras, each row's frames, the gallery convention,
+    and where the gallery holds a query's own tracklet (`q_in_gallery`: its gallery row, -1 if none; None if the
+    gallery holds no query)."""
     q_feats: torch.Tensor
     g_feats: torch.Tensor
     q_pids: torch.Tensor
@@ -479,6 +512,21 @@ class QueryGallery(NamedTuple):
     q_frames: Callable[[int], List[Any]]
     g_frames: Callable[[int], List[Any]]
     q_names: List[str]
+    q_in_gallery: Optional[torch.Tensor] = None
+
+
+def _in_gallery(q_keys: Sequence[Any], g_keys: Sequence[Any]) -> Optional[torch.Tensor]:
+    """Each query's gallery row with the same key (its tracklet), -1 where none; None if no query is in the gallery.
+    A key of None (not recorded) matches nothing."""
+    rows = {k: i for i, k in enumerate(g_keys) if k is not None}
+    index = [rows.get(k, -1) if k is not None else -1 for k in q_keys]
+    return torch.tensor(index, dtype=torch.int64) if any(i >= 0 for i in index) else None
+
+
+def _row_folders(data: Dict[str, Any], rows: np.ndarray) -> List[Optional[str]]:
+    """The tracklet folder of each row, None where the file does not record it."""
+    folders = json.loads(data['metadata'].get('tracklets', 'null')) or []
+    return [os.path.normpath(folders[r]) if r < len(folders) else None for r in rows]
 
 
 def _rows_frames(data: Dict[str, Any], rows: np.ndarray) -> Tuple[Callable[[int], List[Any]], List[str]]:
@@ -526,20 +574,22 @@ def query_gallery(path: Union[str, Path], gallery_path: Optional[Union[str, Path
                               + ': the files come from different datasets or splits.')
     (q_frames, q_names), (g_frames, _) = _rows_frames(data, qm), _rows_frames(gal, gm)
     return QueryGallery(data['embeddings'][qm], gal['embeddings'][gm], data['pids'][qm], gal['pids'][gm],
-                        data['camids'][qm], gal['camids'][gm], gallery_mode, q_frames, g_frames, q_names)
+                        data['camids'][qm], gal['camids'][gm], gallery_mode, q_frames, g_frames, q_names,
+                        _in_gallery(_row_folders(data, qm), _row_folders(gal, gm)))
 
 
 def dataset_query_gallery(model: nn.Module, dataset: VideoReIDDataset, **kwargs: Any) -> QueryGallery:
     """The embeddings of a dataset's query and gallery (`kwargs` as for `embed_tracklets`)."""
-    q = embed_tracklets(model, dataset.query, **kwargs)
-    g = embed_tracklets(model, dataset.gallery, **kwargs)
+    q = embed_tracklets(model, dataset.query, desc='query: clips embedded', **kwargs)
+    g = embed_tracklets(model, dataset.gallery, desc='gallery: clips embedded', **kwargs)
     (qp, qc), (gp, gc) = tracklet_labels(dataset.query), tracklet_labels(dataset.gallery)
 
     def frames(tracklets):
         return lambda i: [read_image(p) for p in tracklets[i].paths]
     names = [os.path.basename(os.path.dirname(t.paths[0])) for t in dataset.query]
     return QueryGallery(q, g, torch.from_numpy(qp), torch.from_numpy(gp), torch.from_numpy(qc), torch.from_numpy(gc),
-                        dataset.gallery_mode, frames(dataset.query), frames(dataset.gallery), names)
+                        dataset.gallery_mode, frames(dataset.query), frames(dataset.gallery), names,
+                        _in_gallery([t.paths for t in dataset.query], [t.paths for t in dataset.gallery]))
 
 
 def evaluate_embeddings_file(
@@ -548,5 +598,5 @@ def evaluate_embeddings_file(
         **kwargs: Any,
 ) -> Dict[str, Any]:
     """CMC/mAP from an embeddings file (query and gallery by its `split` codes) or from two files (query, gallery);
-    `kwargs` go to `m3d_zoo.eval.evaluate_embeddings` (metric, ap_mode, rerank, max_rank)."""
+    `kwargs` go to `m3d_zoo.eval.evaluate_embeddings` (metric, ap_mode, rerank, max_rank, same_camera)."""
     return evaluate_query_gallery(query_gallery(path, gallery_path), **kwargs)

@@ -4,7 +4,9 @@ Conventions (the README's Evaluation section gives them to users):
   * For a query, a gallery item with the same person id and a different camera is a true match; one with the same
     id and the same camera is junk and ignored (neither hit nor miss), as are gallery items whose id is in
     `junk_pids` (default (-1,): MARS distractors, which the official kit ignores). Queries without a true match
-    are skipped and counted.
+    are skipped and counted. This is the MARS, PRID-2011 and iLIDS-VID protocol: re-identification across cameras.
+    `same_camera=True` counts same-camera items of the query's id as true matches too (single-camera data); the
+    query's own tracklet stays junk if the gallery holds it (`query_gallery_index`).
   * Two AP formulas: 'standard' (default), the non-interpolated mean of the precision at each hit (torchreid and
     most papers); 'trapezoid', the official MARS-evaluation kit's, which integrates the precision-recall curve with
     trapezoids, averaging the precision just before and at each hit (the one before the first rank being 1).
@@ -204,14 +206,22 @@ def compute_distance_matrix(q_feats, g_feats, metric: str = 'euclidean') -> torc
     return FeatureDistance(q_feats, g_feats, metric)[:]
 
 
-def _chunk_ranks(d, qp, qc, gp, gc, g_junk):
+def _chunk_ranks(d, qp, qc, gp, gc, g_junk, same_camera=False, q_self=None):
     """ For a chunk of queries: 1-based ranks among valid gallery items of each true match, and match counts.
+
+    `same_camera`: same-camera items of the query's id are true matches too; `q_self` (c,): the gallery index of each
+    query's own tracklet (-1: none), which is then junk.
 
     Returns:
         ranks (c, M) float64 with M the chunk's largest match count (padding where k >= npos), npos (c,).
     """
     same_pid = qp.unsqueeze(1) == gp.unsqueeze(0)
-    pos = same_pid & (qc.unsqueeze(1) != gc.unsqueeze(0)) & ~g_junk
+    if same_camera:
+        pos = same_pid & ~g_junk
+        if q_self is not None:
+            pos &= torch.arange(gp.shape[0], device=gp.device).unsqueeze(0) != q_self.unsqueeze(1)
+    else:
+        pos = same_pid & (qc.unsqueeze(1) != gc.unsqueeze(0)) & ~g_junk
     neg = ~same_pid & ~g_junk
     del same_pid
     npos = pos.sum(1)
@@ -303,6 +313,20 @@ def _checked_ids(num_q: int, num_g: int, device: torch.device, q_pids, q_camids,
     return ids['q_pids'], ids['q_camids'], ids['g_pids'], ids['g_camids']
 
 
+def _checked_self_index(index, num_q: int, num_g: int, device) -> torch.Tensor:
+    """`query_gallery_index` as a (Q,) int64 tensor on `device`, each entry a gallery index or -1."""
+    t = _as_ids(index, 'query_gallery_index', device)
+    if t.shape != (num_q,):
+        raise ValueError(f'query_gallery_index must hold one gallery index per query ({num_q}), got shape '
+                         f'{tuple(t.shape)}')
+    bad = (t < -1) | (t >= num_g)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f'query_gallery_index[{i}] = {int(t[i])} is not a gallery index (0..{num_g - 1}) nor -1 '
+                         f'(the query is not in the gallery)')
+    return t
+
+
 def _average_precision(ranks: torch.Tensor, npos: torch.Tensor, ap_mode: str) -> torch.Tensor:
     """AP per query from the (sorted) ranks of its true matches, padded past `npos` of them."""
     mask = torch.arange(ranks.shape[1]).unsqueeze(0) < npos.unsqueeze(1)
@@ -328,6 +352,8 @@ def evaluate_rank(
         chunk_size: Optional[int] = None,
         max_chunk_memory_mb: int = 256,
         return_per_query: bool = False,
+        same_camera: bool = False,
+        query_gallery_index=None,
 ) -> Dict[str, Any]:
     """ CMC and mAP of a query x gallery distance matrix (smaller = more similar).
 
@@ -346,11 +372,17 @@ def evaluate_rank(
         chunk_size: Queries per chunk (default: as many as fit in `max_chunk_memory_mb`).
         max_chunk_memory_mb: Memory budget for one chunk's temporaries when `chunk_size` is None.
         return_per_query: Also return per-query AP, first-hit rank and match counts (NaN / 0 for skipped queries).
+        same_camera: Count gallery items of the query's id in the query's camera as true matches too, for data from
+            a single camera (or where matches within a camera are wanted); by default they are junk, as in the
+            published protocols, which re-identify across cameras.
+        query_gallery_index: (Q,) the gallery index of each query's own tracklet, -1 where the gallery does not hold
+            it (e.g. MARS's official gallery holds the queries); that item is junk, so that with `same_camera` a
+            query does not match itself. None: no query is in the gallery.
 
     Returns:
         Dict with `cmc` (numpy, max_rank), `mAP`, `mINP`, `rank1`/`rank5`/`rank10`/`rank20` (those <= max_rank),
         all fractions in [0, 1]; `num_valid_queries`, `num_queries`, `num_skipped_queries`, `ap_mode`,
-        `gallery_mode`.
+        `gallery_mode`, `same_camera`.
 
     Raises:
         TypeError: On ids that are not numbers (e.g. strings: map them to integers first), a distance matrix
@@ -364,6 +396,7 @@ def evaluate_rank(
     device = getattr(distmat, 'device', None)
     device = device if isinstance(device, torch.device) else torch.device('cpu')
     q_pids, q_camids, g_pids, g_camids = _checked_ids(num_q, num_g, device, q_pids, q_camids, g_pids, g_camids)
+    q_self = None if query_gallery_index is None else _checked_self_index(query_gallery_index, num_q, num_g, device)
     junk = junk_pids if isinstance(junk_pids, torch.Tensor) else np.asarray(
         list(junk_pids) if isinstance(junk_pids, (set, frozenset)) else junk_pids)
     g_junk = torch.isin(g_pids, _as_ids(junk.reshape(-1), 'junk_pids', device)).unsqueeze(0)
@@ -384,7 +417,8 @@ def evaluate_rank(
         nan = torch.isnan(d)
         if nan.any():
             _raise_nan(distmat, nan, s, e)
-        ranks, npos = _chunk_ranks(d, q_pids[s:e], q_camids[s:e], g_pids, g_camids, g_junk)
+        ranks, npos = _chunk_ranks(d, q_pids[s:e], q_camids[s:e], g_pids, g_camids, g_junk, same_camera,
+                                   None if q_self is None else q_self[s:e])
         del d
         ranks, npos = ranks.cpu(), npos.cpu()
         valid = npos > 0
@@ -404,10 +438,14 @@ def evaluate_rank(
     valid_all = ~torch.isnan(ap_all)
     num_valid = int(valid_all.sum())
     if num_valid == 0:
+        if same_camera:
+            raise EvaluationError('No query has a true match in the gallery (same id): nothing to evaluate. Check that '
+                                  'query and gallery share person ids.')
         raise EvaluationError(
             'No query has a true match in the gallery (same id, other camera): nothing to evaluate. Check that query '
             'and gallery share person ids, and that the camera ids differ between a query and its matches (a match '
-            'in the same camera is ignored).')
+            'in the same camera is ignored; for data from a single camera, pass same_camera=True, or --same-camera '
+            'to m3d-zoo evaluate).')
     cmc = (cmc_sum / num_valid).numpy()
     out = {
         'cmc': cmc,
@@ -419,6 +457,7 @@ def evaluate_rank(
         'num_gallery': num_g,
         'ap_mode': ap_mode,
         'gallery_mode': gallery_mode,
+        'same_camera': bool(same_camera),
     }
     for r in (1, 5, 10, 20):
         if r <= max_rank:
@@ -472,9 +511,12 @@ def aggregate_results(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     modes = {r.get('ap_mode') for r in results}
     if len(modes) > 1:
         raise ValueError(f'cannot aggregate results computed with different AP formulas: {modes}')
+    same_camera = {bool(r.get('same_camera')) for r in results}
+    if len(same_camera) > 1:
+        raise ValueError('cannot aggregate results that count same-camera matches with results that do not')
     ddof = 1 if len(results) > 1 else 0
     out: Dict[str, Any] = {'num_splits': len(results), 'ap_mode': results[0].get('ap_mode'),
-                           'gallery_mode': results[0].get('gallery_mode')}
+                           'gallery_mode': results[0].get('gallery_mode'), 'same_camera': same_camera.pop()}
     keys = [k for k in ('mAP', 'mINP', 'rank1', 'rank5', 'rank10', 'rank20') if all(k in r for r in results)]
     for k in keys:
         v = np.array([r[k] for r in results], dtype=np.float64)

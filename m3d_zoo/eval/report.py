@@ -37,6 +37,8 @@ def format_protocol(results: Mapping[str, Any]) -> str:
     ap_mode = results.get('ap_mode')
     parts = [f'AP: {AP_MODES.get(ap_mode, ap_mode or "formula not recorded")}',
              f'gallery: {results.get("gallery_mode") or "as given"}']
+    if results.get('same_camera'):
+        parts.append('same-camera matches counted')
     if results.get('metric'):
         parts.append(f'distance: {results["metric"]}')
     if results.get('num_splits'):

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+from contextlib import nullcontext
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -18,8 +19,8 @@ from .._io import SafetensorsReadError, file_sha256, read_safetensors
 from ..version import __version__
 from .constants import CONFIG_NAME, WEIGHTS_NAME
 from .errors import (
-    CorruptWeightsError, HubConfigError, HubError, HubFileNotFoundError, UnknownArchitectureError, hub_errors,
-    is_offline, transport_errors)
+    CorruptWeightsError, HubConfigError, HubError, HubFileNotFoundError, UnknownArchitectureError, hub_connection,
+    hub_errors, is_offline, transport_errors)
 from .provenance import record_weights_source
 
 __all__ = ['create_model_from_source', 'verify_weights', 'load_weights']
@@ -260,7 +261,20 @@ def create_model_from_source(
     what = f'{source}:{model_id}'
     if kwargs.pop('pretrained_cfg', None) is not None:
         raise ValueError(f'{what}: pretrained_cfg cannot be combined with a source prefix, the source supplies it.')
+    with hub_connection() if source == 'hf-hub' else nullcontext():  # one probe of the Hub for all the downloads
+        return _build_saved_model(what, source, model_id, pretrained, cache_dir, force_download, kwargs)
 
+
+def _build_saved_model(
+        what: str,
+        source: str,
+        model_id: str,
+        pretrained: bool,
+        cache_dir: Optional[Union[str, Path]],
+        force_download: bool,
+        kwargs: Dict[str, Any],
+) -> nn.Module:
+    """`create_model_from_source` once the source is parsed: config.json, the architecture, the weights."""
     config_path = _fetch(source, model_id, CONFIG_NAME, cache_dir=cache_dir, force_download=force_download)
     commit = None
     if source == 'hf-hub':

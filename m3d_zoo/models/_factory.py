@@ -187,7 +187,7 @@ def create_model(
             # The 2D ImageNet weights come from the Hub through timm; say what to do when that fails (offline, no
             # cache).
             hf_hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id
-            with hub_errors(f'{name}: ImageNet weights for pretrained=True', hf_hub_id, 'model.safetensors'):
+            with hub_errors(f'{name}: the ImageNet weights to inflate', hf_hub_id, 'model.safetensors', imagenet=True):
                 model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except TypeError as e:
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
