@@ -680,3 +680,11 @@ def test_training_curves_are_drawn_after_each_epoch(gait_root, tmp_path, monkeyp
     with caplog.at_level(logging.WARNING, logger='m3d_zoo.engine.train'):
         assert _run(gait_root, tmp_path / 'plain', epochs=2)['last_epoch'] == 2
     assert caplog.text.count('no training_curves.png: training curves need matplotlib') == 1
+
+
+def test_training_and_its_evaluation_show_progress(gait_root, tmp_path, capfd):
+    args = dict(TINY, epochs=1, eval_interval=1)
+    train('m3d_resnet18', 'folder', root=gait_root, recipe='modern', output_dir=tmp_path / 'run',
+          model_kwargs=TINY_MODEL, device='cpu', num_workers=0, progress=True, **args)
+    err = capfd.readouterr().err
+    assert 'query: clips embedded' in err and 'gallery: clips embedded' in err

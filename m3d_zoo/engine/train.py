@@ -736,7 +736,8 @@ class Trainer:
         res = results_to_json(evaluate_dataset(
             net or self.net, self.val_data if split == 'val' else self.data, num_frames=recipe.num_frames,
             input_size=recipe.input_size, batch_size=self.opts.eval_batch_size, device=self.info.device,
-            amp_dtype=self.amp_dtype, max_clips=recipe.eval_max_clips))
+            amp_dtype=self.amp_dtype, max_clips=recipe.eval_max_clips,
+            progress=self.opts.progress and self.info.is_main))
         best = net is not None
         res.update(split=split, epoch=self.best_epoch if best else self.epoch,
                    step=self.best_step if best else self.num_updates, weights='best' if best else 'last')
