@@ -79,3 +79,23 @@ def test_available_cpus_without_an_affinity_mask(monkeypatch):
     assert m3d_zoo.utils.available_cpus() == 6
     monkeypatch.setattr(m3d_zoo.utils.os, 'cpu_count', lambda: None)
     assert m3d_zoo.utils.available_cpus() == 1
+
+
+def test_the_training_loader_defaults_to_the_machines_worker_count(monkeypatch):
+    import inspect
+    train_module = __import__('importlib').import_module('m3d_zoo.engine.train')
+    assert inspect.signature(train_module.train).parameters['num_workers'].default is None
+    assert inspect.signature(train_module.build_train_loader).parameters['num_workers'].default is None
+    monkeypatch.setattr(train_module, 'default_num_workers', lambda: 3)
+    from m3d_zoo.data import make_synthetic_gait, create_dataset
+    from m3d_zoo.engine.distributed import DistInfo
+    from m3d_zoo.engine.recipes import get_recipe
+    import m3d_zoo
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        make_synthetic_gait(d, num_ids=4, tracklets_per_id=2, length=8, size=(16, 8))
+        data = create_dataset('folder', d)
+        info = DistInfo()
+        loader = train_module.build_train_loader(data, m3d_zoo.create_model('c2d_resnet18'),
+                                                 get_recipe('modern', batch_size=4, num_instances=2), info)
+        assert loader.num_workers == 3

@@ -66,6 +66,7 @@ from timm.utils import distribute_bn, unwrap_model
 from m3d_zoo.data import (
     ClipDataset, DatasetError, PKBatchSampler, RandomBatchSampler, VideoReIDDataset, create_dataset,
     create_video_transform, hold_out_identities, validation_dataset)
+from m3d_zoo.utils import default_num_workers
 
 from .._io import move_into
 from .checkpoint import (
@@ -254,7 +255,7 @@ def build_train_loader(
         model: nn.Module,
         recipe: TrainRecipe,
         info: DistInfo,
-        num_workers: int = 4,
+        num_workers: Optional[int] = None,
 ):
     """DataLoader of training clips with a batch sampler that splits each global batch across ranks."""
     if not dataset.train:
@@ -289,7 +290,8 @@ def build_train_loader(
             f'sampler: not one batch per epoch. Use a smaller --batch-size'
             + (' or --num-instances.' if recipe.sampler == 'pk' else '.'))
     return torch.utils.data.DataLoader(
-        clips, batch_sampler=sampler, num_workers=num_workers, pin_memory=info.device.type == 'cuda',
+        clips, batch_sampler=sampler, num_workers=default_num_workers() if num_workers is None else num_workers,
+        pin_memory=info.device.type == 'cuda',
         persistent_workers=False)  # workers are re-created (and re-seeded) every epoch: exact resume
 
 
@@ -361,7 +363,7 @@ class TrainOptions:
     amp_dtype: Optional[str] = None
     grad_checkpointing: bool = False
     sync_bn: bool = False
-    num_workers: int = 4
+    num_workers: Optional[int] = None
     eval_batch_size: int = 16
     progress: bool = True
     push_to_hub: Optional[str] = None
@@ -868,7 +870,7 @@ def train(
         amp_dtype: Optional[str] = None,
         grad_checkpointing: bool = False,
         sync_bn: bool = False,
-        num_workers: int = 4,
+        num_workers: Optional[int] = None,
         eval_batch_size: int = 16,
         progress: bool = True,
         push_to_hub: Optional[str] = None,
@@ -900,7 +902,8 @@ def train(
         amp_dtype: 'bfloat16' or 'float16' (default bfloat16 where supported).
         grad_checkpointing: Recompute activations in the backward pass to save memory.
         sync_bn: SyncBatchNorm across ranks (GPUs).
-        num_workers: DataLoader workers per process.
+        num_workers: DataLoader workers per process (default: `m3d_zoo.utils.default_num_workers()`, which fits
+            the CPUs this process may use).
         eval_batch_size: Clips per forward pass when evaluating.
         progress: tqdm progress bars (rank 0).
         push_to_hub: Hub repo ('org/name') to push the trained model (best, else last) to at the end.
