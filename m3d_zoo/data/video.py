@@ -49,29 +49,13 @@ class VideoInfo:
 
 
 @dataclass
-class VideoTracklet:
-    """ A tracklet cut from a video: its boxes' crops in frame order.
+class VideoTracklet(TrackletBoxes):
+    """ A tracklet cut from a video: its boxes (see `TrackletBoxes`) and their crops in frame order.
 
     Attributes:
-        camera: Camera index.
-        track_id: The tracker's id.
-        frames: int64 (L,), 1-based frame numbers.
-        boxes: float64 (L, 4), left, top, width, height.
         crops: uint8 (L, H, W, 3) RGB crops.
     """
-    camera: int
-    track_id: int
-    frames: np.ndarray
-    boxes: np.ndarray
     crops: np.ndarray
-
-    @property
-    def first_frame(self) -> int:
-        return int(self.frames[0])
-
-    @property
-    def last_frame(self) -> int:
-        return int(self.frames[-1])
 
     @property
     def name(self) -> str:

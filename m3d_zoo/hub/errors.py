@@ -161,8 +161,8 @@ def hub_connection() -> Iterator[Optional[str]]:
 
 def _requests_client() -> bool:
     """Whether huggingface_hub talks HTTP with requests (before 1.0) rather than httpx."""
-    import huggingface_hub
-    return int(huggingface_hub.__version__.split('.')[0]) < 1
+    from importlib.metadata import version
+    return int(version('huggingface_hub').split('.')[0]) < 1
 
 
 def _timeout_errors() -> Tuple[type, ...]:
@@ -201,8 +201,7 @@ def _hub_cache_dir() -> str:
 
 def transport_errors() -> Tuple[type, ...]:
     """The connection and timeout errors of the HTTP client huggingface_hub uses: requests before 1.0, then httpx."""
-    import huggingface_hub
-    if int(huggingface_hub.__version__.split('.')[0]) < 1:
+    if _requests_client():
         import requests
         return (requests.ConnectionError, requests.Timeout)
     try:
