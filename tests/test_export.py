@@ -100,6 +100,38 @@ def test_fused_m3d_16_frames_and_log2_branches():
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('family', ['c2d', 'i3d', 'p3d_a', 'p3d_b', 'p3d_c', 'm3d', 'm3d_ral', 'two_stream_m3d'])
+def test_fuse_folds_every_batchnorm_into_its_conv(family):
+    model = _model(_name(family), head='paper', embed_dim=16)
+    x = _clip()
+    with torch.no_grad():
+        ref = model(x)
+        assert not model.is_fused and model.fuse() is model and model.is_fused
+        out = model(x)
+    norms = [n.split('_stream.')[-1] for n, m in model.named_modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    # The backbone's and the attention branches' are folded; the head's BN is on the classifier's path only (the
+    # paper head's embedding is its Linear's output), not after a conv.
+    assert set(norms) == {'head.bn'}
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fuse_without_batchnorm_and_its_errors(tmp_path):
+    model = _model('p3d_b_resnet18')
+    n_norms = sum(isinstance(m, torch.nn.BatchNorm3d) for m in model.modules())
+    x = _clip()
+    with torch.no_grad():
+        ref = model(x)
+        out = model.fuse(batchnorm=False)(x)
+    assert sum(isinstance(m, torch.nn.BatchNorm3d) for m in model.modules()) == n_norms
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match=r'eval\(\)'):  # batch statistics cannot be folded
+        _model('c2d_resnet18').train().fuse()
+    with pytest.raises(ValueError, match='fused'):  # its tensors would not load back into the architecture
+        m3d_zoo.save_pretrained(model, tmp_path / 'fused')
+    assert not (tmp_path / 'fused').exists()
+
+
 def _onnx_session(path):
     ort = pytest.importorskip('onnxruntime')
     return ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])

@@ -32,6 +32,11 @@ def _architecture(model: Any) -> str:
             f'{what} is not an m3d_zoo model: only models built by m3d_zoo.create_model can be saved and loaded back '
             f'by m3d_zoo (their config.json records the arguments that rebuild them). A timm model saves with '
             f'timm.models.push_to_hf_hub; any other module with torch.save or safetensors.')
+    if getattr(model, 'is_fused', False):
+        raise ValueError(
+            f'This {type(model).__name__} was fused (model.fuse()): its merged kernels and folded BatchNorms are not '
+            f'the parameters {architecture} is built with, so the saved file would not load back. Save the model '
+            f'before fusing it, or fuse a copy (copy.deepcopy(model).fuse()) for inference and export.')
     return architecture
 
 

@@ -107,7 +107,7 @@ def temporal_conv(
     H, W = x.shape[-2:]
     y = cpu_kernels.conv(x.flatten(3), weight.flatten(3), bias, (stride, 1), (padding, 0), (dilation, 1))
     y = y.unflatten(3, (H, W))
-    return y if residual is None else y + residual
+    return y if residual is None else y.add_(residual)  # in place: the conv's output is ours, and autograd allows it
 
 
 class TemporalPool(nn.Module):
@@ -124,7 +124,7 @@ class TemporalPool(nn.Module):
         # Same result as avg_pool3d (for s = 2 bit for bit), and faster on the CPU, whose avg_pool3d kernel is
         # scalar code; elementwise ops on strided views are vectorised on every device and export as plain ops.
         if s == 2:
-            return (x[:, :, 0::2] + x[:, :, 1::2]) * 0.5
+            return torch.add(x[:, :, 0::2], x[:, :, 1::2]).mul_(0.5)  # one new tensor, not two
         return x.unflatten(2, (T // s, s)).mean(3)
 
 
@@ -200,7 +200,7 @@ class MultiScaleTemporal(nn.Module):
             y = self.fused(x)
         else:
             y = temporal_conv(x, self._forward_kernel(x), None, self.stride, self.num_branches, 1)
-        return y if self.fold_2d else self.pool(x) + y
+        return y if self.fold_2d else y.add_(self.pool(x))
 
 
 def resolve_branches(

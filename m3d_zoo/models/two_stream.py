@@ -179,9 +179,15 @@ class TwoStreamM3D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @property
+    def is_fused(self) -> bool:
+        return self.spatial_stream.is_fused or self.temporal_stream.is_fused
+
     @torch.no_grad()
-    def fuse(self) -> 'TwoStreamM3D':
-        self.temporal_stream.fuse()
+    def fuse(self, batchnorm: bool = True) -> 'TwoStreamM3D':
+        """`VideoResNet.fuse` on both streams: for inference and export only."""
+        self.spatial_stream.fuse(batchnorm)
+        self.temporal_stream.fuse(batchnorm)
         return self
 
 

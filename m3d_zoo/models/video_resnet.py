@@ -102,7 +102,8 @@ class VideoBasicBlock(nn.Module):
             shortcut = self.downsample(shortcut)
         out = self.temporal(self.act1(self.bn1(self.conv1(x))), x)
         out = self.bn2(self.conv2(out))
-        return self.act2(out + shortcut)
+        out += shortcut  # in place, as timm's ResNet: a new tensor per block is page faults on the CPU
+        return self.act2(out)
 
 
 class VideoBottleneck(nn.Module):
@@ -144,10 +145,45 @@ class VideoBottleneck(nn.Module):
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.temporal(self.act2(self.bn2(self.conv2(out))), out)
         out = self.bn3(self.conv3(out))
-        return self.act3(out + shortcut)
+        out += shortcut  # in place, as timm's ResNet: a new tensor per block is page faults on the CPU
+        return self.act3(out)
 
 
 _BLOCKS = {'basic': VideoBasicBlock, 'bottleneck': VideoBottleneck}
+
+
+@torch.no_grad()
+def _fold_batchnorm(layer: nn.Module, bn: nn.Module) -> bool:
+    """Fold an eval-mode BatchNorm into the conv or linear layer before it (which gains a bias); False where it cannot.
+
+    BN(f(x)) = f(x) * s + (beta - mean * s), s = gamma / sqrt(var + eps): the scale goes into the layer's output
+    channels, the shift into its bias. A norm without running statistics (or not a BatchNorm) is kept.
+    """
+    if not isinstance(layer, (nn.Conv3d, nn.Linear)) or not isinstance(bn, _BATCH_NORMS) or bn.running_mean is None:
+        return False
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    shift = -bn.running_mean * scale
+    if bn.affine:
+        scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
+    bias = shift if layer.bias is None else layer.bias * scale + shift
+    layer.weight.mul_(scale.view(-1, *([1] * (layer.weight.ndim - 1))))
+    layer.bias = nn.Parameter(bias.to(layer.weight.dtype), requires_grad=layer.weight.requires_grad)
+    return True
+
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def _fold_norms(module: nn.Module) -> None:
+    """Fold each BatchNorm that directly follows a conv into it: a block's or the stem's `conv<i>` / `bn<i>`, and
+    the pairs of a Sequential (the shortcut's projection, the attention branches)."""
+    for i in (1, 2, 3):
+        if _fold_batchnorm(getattr(module, f'conv{i}', None), getattr(module, f'bn{i}', None)):
+            setattr(module, f'bn{i}', nn.Identity())
+    if isinstance(module, nn.Sequential):
+        for i in range(len(module) - 1):
+            if _fold_batchnorm(module[i], module[i + 1]):
+                module[i + 1] = nn.Identity()
 
 
 def _is_int(v: Any) -> bool:
@@ -303,6 +339,7 @@ class VideoResNet(nn.Module):
         self.ral_branches = ral
         self.inflation = inflation
         self.grad_checkpointing = False
+        self._fused = False
 
         # The kernels of each unit that takes them, by the clip length entering it.
         branches = self._resolve_branches(unit, m3d_branches, temporal_blocks, temporal_stem, frames)
@@ -597,12 +634,33 @@ class VideoResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @property
+    def is_fused(self) -> bool:
+        """Whether `fuse()` was called: the model is then for inference and export only."""
+        return self._fused
+
     @torch.no_grad()
-    def fuse(self) -> 'VideoResNet':
-        """Merge each M3D layer's n dilated temporal kernels into one (2n+1, 1, 1) kernel, in place, for inference."""
+    def fuse(self, batchnorm: bool = True) -> 'VideoResNet':
+        """Prepare the model for inference and export, in place: the same function with fewer operations.
+
+        Each M3D layer's n dilated temporal kernels become one (2n+1, 1, 1) kernel, and (with `batchnorm`) every
+        BatchNorm of the backbone is folded into the conv before it, using its running statistics. A fused model
+        cannot be trained or saved with `save_pretrained` (its tensors are not the model's parameters): fuse a copy.
+
+        Raises:
+            RuntimeError: `batchnorm` on a model in training mode (BatchNorm then normalises with batch statistics,
+                which cannot be folded): call `model.eval()` first.
+        """
+        if batchnorm and self.training:
+            raise RuntimeError('fuse() folds BatchNorm\'s running statistics into the convs, which is only the same '
+                               'function in eval mode: call model.eval() first (or fuse(batchnorm=False)).')
         for m in self.modules():
             if isinstance(m, MultiScaleTemporal):
                 m.fuse()
+        if batchnorm:
+            for m in list(self.modules()):
+                _fold_norms(m)
+        self._fused = True
         return self
 
 
