@@ -8,8 +8,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from m3d_zoo.data import (
-    ClipDataset, PKBatchSampler, EvalClipDataset, RandomBatchSampler, VideoTransform, create_video_transform,
-    load_tracklet_folder, resolve_video_data_config, sample_train_indices, eval_clip_indices)
+    ClipDataset, DatasetError, PKBatchSampler, EvalClipDataset, RandomBatchSampler, VideoTransform,
+    create_video_transform, load_tracklet_folder, read_frame, resolve_video_data_config, sample_train_indices,
+    eval_clip_indices)
 from m3d_zoo.engine import extract_embeddings
 from _fake_datasets import frame_order_value, write_fake_folder
 
@@ -220,3 +221,60 @@ def test_test_clips_and_averaged_embeddings(folder_ds):
     # a plain callable works as well
     emb2 = extract_embeddings(lambda x: x.mean((2, 3, 4)), ds, batch_size=5)
     np.testing.assert_allclose(emb2[:, 0].numpy(), emb[:, 0].numpy(), atol=1e-6)
+
+
+def _photo(h: int, w: int, seed: int = 0) -> Image.Image:
+    """Blocks of colour with a little noise: what the frame decoders are compared on."""
+    rng = np.random.default_rng(seed)
+    blocks = np.kron(rng.random((h // 8, w // 8, 3)) * 220, np.ones((8, 8, 1)))
+    return Image.fromarray((blocks + rng.normal(0, 3, (h, w, 3))).clip(0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize('ext', ['.jpg', '.png', '.bmp'])
+def test_frame_decoders_give_the_same_pixels(tmp_path, ext):
+    path = str(tmp_path / f'frame{ext}')
+    _photo(64, 32).save(path)
+    ref = torch.from_numpy(np.array(Image.open(path).convert('RGB'))).permute(2, 0, 1)
+    tv = read_frame(path, 'torchvision')
+    if ext == '.bmp':  # a format torchvision.io does not decode: PIL's image
+        tv = torch.from_numpy(np.array(tv)).permute(2, 0, 1)
+    assert isinstance(tv, torch.Tensor) and tv.dtype == torch.uint8 and tv.shape == (3, 64, 32)
+    assert torch.equal(tv, ref)  # libjpeg-turbo (and libpng) in both
+    for decoder in ('pil', 'pil-draft'):
+        frame = read_frame(path, decoder, (64, 32))
+        assert isinstance(frame, Image.Image) and torch.equal(torch.from_numpy(np.array(frame)).permute(2, 0, 1), ref)
+    with pytest.raises(ValueError, match='decoder must be one of'):
+        read_frame(path, 'cv2')
+
+
+def test_draft_decodes_a_large_jpeg_at_a_reduced_scale(tmp_path):
+    path = str(tmp_path / 'large.jpg')
+    _photo(512, 256).save(path, quality=90)
+    assert read_frame(path, 'pil-draft', (128, 64)).size == (64, 128)  # 1/4 scale: still >= the output size
+    assert read_frame(path, 'pil-draft', (200, 100)).size == (128, 256)  # 1/4 would be smaller than asked: 1/2
+    assert read_frame(path, 'pil', (128, 64)).size == (256, 512)  # full decode
+
+
+@pytest.mark.parametrize('decoder', ['torchvision', 'pil', 'pil-draft'])
+def test_frame_decoders_name_a_broken_or_missing_file(tmp_path, decoder):
+    good = tmp_path / 'good.jpg'
+    _photo(64, 32).save(good)
+    bad = tmp_path / 'truncated.jpg'
+    bad.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(DatasetError, match='truncated.jpg'):
+        read_frame(str(bad), decoder, (64, 32))
+    with pytest.raises(DatasetError, match='not found.*missing.jpg'):
+        read_frame(str(tmp_path / 'missing.jpg'), decoder, (64, 32))
+
+
+def test_clip_datasets_are_the_same_with_every_decoder(folder_ds):
+    transform = VideoTransform((16, 8))
+    clips = {}
+    for decoder in ('torchvision', 'pil', 'pil-draft'):
+        random.seed(0)
+        clips[decoder] = (ClipDataset(folder_ds.train, 4, transform=transform, decoder=decoder)[0][0],
+                          EvalClipDataset(folder_ds.query, 4, transform=transform, decoder=decoder)[0][0])
+    for decoder in ('pil', 'pil-draft'):  # the fake frames are 16x8: draft has nothing to reduce
+        assert all(torch.equal(a, b) for a, b in zip(clips[decoder], clips['torchvision']))
+    with pytest.raises(ValueError, match='decoder must be one of'):
+        ClipDataset(folder_ds.train, decoder='opencv')

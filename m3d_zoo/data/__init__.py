@@ -1,6 +1,7 @@
 """ Video ReID data: datasets (MARS, PRID-2011, iLIDS-VID, generic tracklet folders, synthetic gait), tracker output
 and videos cut into tracklets, clip sampling, identity-balanced batches, clip transforms and validation splits. """
-from .base import DatasetError, Tracklet, VideoReIDDataset, natural_key, read_image, verify_images
+from .base import (
+    FRAME_DECODERS, DatasetError, Tracklet, VideoReIDDataset, natural_key, read_frame, read_image, verify_images)
 from .clip_dataset import (
     CLIP_SAMPLING_MODES, ClipDataset, EvalClipDataset, sample_train_indices, eval_clip_indices, tracklet_labels)
 from .dataset_factory import create_dataset, list_datasets

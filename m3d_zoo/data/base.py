@@ -4,6 +4,7 @@ A dataset is three lists of `Tracklet` (train, query, gallery). Train person ids
 can index a classifier; query and gallery keep the dataset's own ids (MARS: -1 distractors, 0 junk) because the
 metrics only compare them for equality. Camera ids are 0-based for the published datasets.
 """
+import functools
 import os
 import re
 import warnings
@@ -13,8 +14,8 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 from PIL import Image
 
 __all__ = [
-    'Tracklet', 'VideoReIDDataset', 'DatasetError', 'read_image', 'natural_key', 'list_images',
-    'IMG_EXTENSIONS', 'verify_images', 'relabel_tracklets',
+    'Tracklet', 'VideoReIDDataset', 'DatasetError', 'read_image', 'read_frame', 'natural_key', 'list_images',
+    'IMG_EXTENSIONS', 'FRAME_DECODERS', 'verify_images', 'relabel_tracklets',
 ]
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.ppm', '.tif', '.tiff')
@@ -48,16 +49,70 @@ def list_images(folder: str) -> List[str]:
     return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
 
 
-def read_image(path: str) -> Image.Image:
-    """ Read an RGB image; a missing or corrupt file raises `DatasetError` naming it. """
+def read_image(path: str, draft_size: Optional[Tuple[int, int]] = None) -> Image.Image:
+    """ Read an RGB image; a missing or corrupt file raises `DatasetError` naming it.
+
+    Args:
+        path: Image file.
+        draft_size: (H, W): decode a JPEG at the smallest of its 1/1, 1/2, 1/4, 1/8 scales that is at least this
+            large (PIL's draft mode; other formats ignore it).
+    """
     try:
         with Image.open(path) as img:
+            if draft_size is not None:
+                img.draft('RGB', (draft_size[1], draft_size[0]))
             img.load()  # decode now: a truncated file fails here, not later inside a transform
             return img.convert('RGB')
     except FileNotFoundError:
         raise DatasetError(f'Image file not found: {path}') from None
     except Exception as e:  # PIL raises several unrelated types for broken files
         raise DatasetError(f'Cannot read image file {path}: {type(e).__name__}: {e}') from e
+
+
+# How clip frames are decoded (benchmarks/train_speed.py measures them; benchmarks/RESULTS.md has the figures):
+# 'torchvision': torchvision.io (libjpeg-turbo straight into a uint8 tensor, the same pixels as PIL's);
+# 'pil': PIL, then a tensor; 'pil-draft': PIL asked to decode a large JPEG at 1/2, 1/4 or 1/8 scale (DCT scaling)
+# where the clip's output size is that much smaller, which changes the pixels within JPEG's own error.
+FRAME_DECODERS = ('torchvision', 'pil', 'pil-draft')
+_TORCHVISION_FORMATS = ('.jpg', '.jpeg', '.png')
+# torchvision 0.29 deprecated its image decoders in favour of TorchCodec's, and warns on every call: a user can do
+# nothing about it. Where a release drops them, 'torchvision' falls back to PIL (`_torchvision_decoder`).
+warnings.filterwarnings('ignore', message='The image decoding and encoding capabilities of TorchVision are deprecated',
+                        category=DeprecationWarning)
+
+
+@functools.lru_cache(maxsize=None)
+def _torchvision_decoder():
+    """torchvision.io's (decode_image, read_file, RGB mode), or None where the installed release has none."""
+    try:
+        from torchvision.io import ImageReadMode, decode_image, read_file
+    except ImportError:
+        return None
+    return decode_image, read_file, ImageReadMode.RGB
+
+
+def read_frame(path: str, decoder: str = 'torchvision', size: Optional[Tuple[int, int]] = None):
+    """ A frame for the clip transforms: a uint8 (3, H, W) tensor ('torchvision') or an RGB PIL image ('pil',
+    'pil-draft'); a missing or corrupt file raises `DatasetError` naming it.
+
+    Args:
+        path: Image file.
+        decoder: One of `FRAME_DECODERS`. Formats torchvision does not decode (BMP, TIFF, ...) go through PIL.
+        size: (H, W) the frame will be resized to; 'pil-draft' decodes a JPEG at the smallest scale that is not
+            smaller than it.
+    """
+    if decoder not in FRAME_DECODERS:
+        raise ValueError(f'decoder must be one of {FRAME_DECODERS}, got {decoder!r}.')
+    tv = _torchvision_decoder() if decoder == 'torchvision' else None
+    if tv is None or not path.lower().endswith(_TORCHVISION_FORMATS):
+        return read_image(path, size if decoder == 'pil-draft' else None)
+    decode_image, read_file, rgb = tv
+    try:
+        return decode_image(read_file(path), mode=rgb)
+    except RuntimeError as e:
+        if not os.path.isfile(path):
+            raise DatasetError(f'Image file not found: {path}') from None
+        raise DatasetError(f'Cannot read image file {path}: {str(e).splitlines()[0]}') from e
 
 
 def verify_images(tracklets: Iterable[Tracklet]) -> int:

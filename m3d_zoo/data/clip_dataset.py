@@ -12,7 +12,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 from torch.utils.data import Dataset
 
-from .base import Tracklet, read_image
+from .base import FRAME_DECODERS, Tracklet, read_frame
 from .transforms import create_video_transform
 
 __all__ = [
@@ -112,9 +112,15 @@ def tracklet_labels(tracklets: Sequence[Tracklet]) -> Tuple[np.ndarray, np.ndarr
             np.array([t.camid for t in tracklets], dtype=np.int64))
 
 
-def _load_clip(tracklet: Tracklet, idxs: Sequence[int], transform: Callable):
-    frames = [read_image(tracklet.paths[i]) for i in idxs]
-    return transform(frames)
+def _check_decoder(decoder: str) -> str:
+    if decoder not in FRAME_DECODERS:
+        raise ValueError(f'decoder must be one of {FRAME_DECODERS}, got {decoder!r}.')
+    return decoder
+
+
+def _load_clip(tracklet: Tracklet, idxs: Sequence[int], transform: Callable, decoder: str):
+    size = getattr(transform, 'size', None)  # the output (H, W) of the zoo's transforms, for 'pil-draft'
+    return transform([read_frame(tracklet.paths[i], decoder, size) for i in idxs])
 
 
 class ClipDataset(Dataset):
@@ -124,7 +130,8 @@ class ClipDataset(Dataset):
         tracklets: e.g. `dataset.train` (pids already relabelled to 0..N-1).
         num_frames: Clip length T.
         sampling: 'consecutive' (paper) or 'segments'.
-        transform: Clip transform (list of PIL images -> tensor); default: eval transform at 256x128.
+        transform: Clip transform (list of frames -> tensor); default: eval transform at 256x128.
+        decoder: How frames are decoded, one of `m3d_zoo.data.FRAME_DECODERS` (see `read_frame`).
     """
 
     def __init__(
@@ -133,6 +140,7 @@ class ClipDataset(Dataset):
             num_frames: int = 8,
             sampling: str = 'consecutive',
             transform: Optional[Callable] = None,
+            decoder: str = 'torchvision',
     ):
         if sampling not in CLIP_SAMPLING_MODES:
             raise ValueError(f'sampling must be one of {CLIP_SAMPLING_MODES}, got {sampling!r}')
@@ -140,6 +148,7 @@ class ClipDataset(Dataset):
         self.num_frames = _check_num_frames(num_frames)
         self.sampling = sampling
         self.transform = transform or create_video_transform()
+        self.decoder = _check_decoder(decoder)
 
     @property
     def pids(self) -> List[int]:
@@ -151,7 +160,7 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int):
         t = self.tracklets[index]
         idxs = sample_train_indices(len(t.paths), self.num_frames, self.sampling)
-        return _load_clip(t, idxs, self.transform), t.pid, t.camid
+        return _load_clip(t, idxs, self.transform, self.decoder), t.pid, t.camid
 
 
 class EvalClipDataset(Dataset):
@@ -165,6 +174,7 @@ class EvalClipDataset(Dataset):
         num_frames: Clip length T.
         transform: Clip transform; default: eval transform at 256x128.
         max_clips: Cap on clips per tracklet (None: all floor(L/T), the paper's protocol).
+        decoder: How frames are decoded, one of `m3d_zoo.data.FRAME_DECODERS` (see `read_frame`).
     """
 
     def __init__(
@@ -173,11 +183,13 @@ class EvalClipDataset(Dataset):
             num_frames: int = 8,
             transform: Optional[Callable] = None,
             max_clips: Optional[int] = None,
+            decoder: str = 'torchvision',
     ):
         self.tracklets = list(tracklets)
         self.num_frames = _check_num_frames(num_frames)
         _check_max_clips(max_clips)
         self.transform = transform or create_video_transform()
+        self.decoder = _check_decoder(decoder)
         self.items: List[Tuple[int, List[int]]] = [
             (ti, idxs) for ti, t in enumerate(self.tracklets)
             for idxs in eval_clip_indices(len(t.paths), num_frames, max_clips)]
@@ -187,5 +199,5 @@ class EvalClipDataset(Dataset):
 
     def __getitem__(self, index: int):
         ti, idxs = self.items[index]
-        return _load_clip(self.tracklets[ti], idxs, self.transform), ti
+        return _load_clip(self.tracklets[ti], idxs, self.transform, self.decoder), ti
 

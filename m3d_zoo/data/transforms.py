@@ -1,11 +1,11 @@
 """ Clip transforms resolved from a model's `pretrained_cfg` (input size, mean, std), built on torchvision's v2 transforms.
 
-A clip is a list of PIL frames; the output is a float tensor (3, T, H, W). The frames are stacked into one
-`tv_tensors.Video`, so every random choice (crop offset, horizontal flip, random-erasing rectangle and its fill) is
+A clip is a list of frames (PIL images, or uint8 (3, H, W) tensors as `m3d_zoo.data.read_frame` decodes them); the
+output is a float tensor (3, T, H, W). The frames are stacked into one `tv_tensors.Video`, so every random choice (crop offset, horizontal flip, random-erasing rectangle and its fill) is
 drawn once per clip and applied to every frame: a flip or an erased patch that changes from frame to frame would be
 motion the temporal layers learn from. Random draws use torch's global generator, which DataLoader seeds per worker.
 """
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from PIL import Image
@@ -134,15 +134,17 @@ class VideoTransform:
             steps.append(v2.RandomErasing(re_prob, scale=re_area, ratio=re_ratio, value=_ERASE_FILL[re_mode]))
         self._augment = v2.Compose(steps)
 
-    def _to_video(self, frames: Sequence[Image.Image]) -> torch.Tensor:
+    def _to_video(self, frames: Sequence[Union[Image.Image, torch.Tensor]]) -> torch.Tensor:
         """Frames as one uint8 (T, 3, H, W) video at the output size (one batched resize when the sizes agree)."""
-        images = [v2.functional.pil_to_tensor(f if f.mode == 'RGB' else f.convert('RGB')) for f in frames]
+        images = [f if isinstance(f, torch.Tensor) else v2.functional.pil_to_tensor(
+            f if f.mode == 'RGB' else f.convert('RGB')) for f in frames]
         if len({im.shape for im in images}) == 1:
             return self._resize(torch.stack(images))
         return torch.stack([self._resize(im) for im in images])
 
-    def __call__(self, frames: Sequence[Image.Image]) -> torch.Tensor:
-        """ Transform a clip (list of PIL images) into a normalised float tensor (3, T, H, W). """
+    def __call__(self, frames: Sequence[Union[Image.Image, torch.Tensor]]) -> torch.Tensor:
+        """ Transform a clip (PIL images or uint8 (3, H, W) tensors, as `read_frame` gives them) into a normalised
+        float tensor (3, T, H, W). """
         x = self._augment(tv_tensors.Video(self._to_video(frames)))
         return x.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous()
 

@@ -8,4 +8,4 @@ from .match import MatchResult, match_tracks
 from .losses import ReidLoss, TripletLoss, batch_hard_triplet_loss
 from .plot import MatplotlibMissingError, save_cmc_png, save_training_curves
 from .recipes import RECIPES, TrainRecipe, UnknownRecipeError, get_recipe, list_recipes
-from .train import TrainingError, build_optimizer, build_scheduler, seed_everything, train
+from .train import TrainingError, build_optimizer, build_scheduler, build_train_loader, seed_everything, train

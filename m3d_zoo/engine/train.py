@@ -256,15 +256,17 @@ def build_train_loader(
         recipe: TrainRecipe,
         info: DistInfo,
         num_workers: Optional[int] = None,
+        decoder: str = 'torchvision',
 ):
-    """DataLoader of training clips with a batch sampler that splits each global batch across ranks."""
+    """DataLoader of training clips with a batch sampler that splits each global batch across ranks; `decoder` is how
+    frames are decoded (`m3d_zoo.data.FRAME_DECODERS`)."""
     if not dataset.train:
         raise TrainingError(f'{dataset.name} has no training tracklets: check --root (a folder dataset needs a '
                             f'train/ folder) and the dataset name.')
     transform = create_video_transform(
         model, is_training=True, input_size=recipe.input_size, hflip=recipe.hflip, pad=recipe.pad,
         re_prob=recipe.re_prob)
-    clips = ClipDataset(dataset.train, recipe.num_frames, recipe.clip_sampling, transform)
+    clips = ClipDataset(dataset.train, recipe.num_frames, recipe.clip_sampling, transform, decoder)
     try:
         if recipe.sampler == 'pk':
             num_ids = dataset.num_train_pids
