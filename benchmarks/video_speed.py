@@ -27,7 +27,7 @@ from m3d_zoo.engine import CropOptions, VideoSource, extract_videos
 from m3d_zoo.utils import tune_cpu_allocator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from params_speed import machine_info  # noqa: E402  (one way to describe the machine for every benchmark)
+from _bench import machine_info  # noqa: E402  (one way to describe the machine for every benchmark)
 
 
 def _timed(fn) -> float:
