@@ -10,7 +10,8 @@ Sizes follow the paper's convention (float32 state dict in decimal MB with the 1
 counts 2). Speed is timed in rounds: each round runs every model once (after a warm-up), models alternating, so that a
 slow moment of a shared machine hits all of them; each row reports the median over rounds. Speed relative to the 2D
 net is the median of the per-round ratios: 3D clips/s / 2D clips/s at the same number of frames per clip, the paper's
-2D rate being 796 frames/s, i.e. 796 / T clips/s.
+2D rate being 796 frames/s, i.e. 796 / T clips/s; the FLOP rate relative to the 2D net is that speed ratio times the
+ratio of GFLOPs per clip.
 
 Extra rows: '2D fused' and the fused M3D rows run after `model.fuse()` (M3D kernels merged, BatchNorm folded into the
 convs); 'timm ResNet (2D)' is timm's own ResNet of the same depth on the clip's B x T frames, the reference of the
@@ -209,7 +210,7 @@ def _result_row(e: Dict[str, Any], ref: Dict[str, Any], timm_ref: Optional[Dict[
         rel_throughput=round(rel, 3),
         paper_clips_per_s=paper['clips'].get(frames) if paper_rel is not None else None,
         paper_rel_throughput=round(paper_rel, 3) if paper_rel is not None else None,
-        flop_rate_vs_2d=round((e['gflops'] / t) / (ref['gflops'] / statistics.median(ref['times'])), 3),
+        flop_rate_vs_2d=round(rel * e['gflops'] / ref['gflops'], 3),  # per-round time ratio x FLOP ratio
         time_vs_2d=round(1 / rel, 3),
         time_vs_timm=round(median_ratio(e['times'], timm_ref['times']), 3) if timm_ref is not None else None,
         ort_ms_per_clip=round(ort * 1e3, 2) if ort is not None else None,

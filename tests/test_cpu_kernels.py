@@ -183,9 +183,6 @@ def test_environment_variable_switches_the_paths_off():
     env = dict(os.environ, PYTHONPATH=str(ROOT), M3D_ZOO_CPU_KERNELS='0')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and out.stdout.split() == ['False', 'False'], out.stderr
-    env['M3D_ZOO_CPU_KERNELS'] = '1'
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.stdout.split() == ['True', 'True'], out.stderr
 
 
 @pytest.mark.parametrize('name', ['m3d_ral_resnet18', 'p3d_b_resnet18', 'i3d_resnet18'])

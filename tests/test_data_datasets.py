@@ -312,14 +312,14 @@ def test_tracklet_folder_labels_do_not_depend_on_the_hash_seed(tmp_path):
                       gallery={'carol': [(2, 2)], 'Carol': [(2, 2)]})
     repo = os.path.dirname(os.path.dirname(os.path.abspath(m3d_zoo.__file__)))
     outs = []
-    for seed in ('0', '1', '2'):
+    for seed in ('0', '1'):  # two hash seeds order a set of these names differently
         env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=os.pathsep.join(
             [repo] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])))
         r = subprocess.run([sys.executable, '-c', _LABELS_SCRIPT, root], env=env, capture_output=True, text=True,
                            timeout=300)
         assert r.returncode == 0, r.stderr
         outs.append(json.loads(r.stdout.strip().splitlines()[-1]))
-    assert outs[0] == outs[1] == outs[2]
+    assert outs[0] == outs[1]
     # the order is natural order with the raw name as tie-break (upper case before lower case)
     order = ['Alice', 'alice', 'Bob', 'bob', 'p01', 'p1', 'X_02', 'x_2']
     assert dict(outs[0]['train']) == {n: i for i, n in enumerate(order)}
