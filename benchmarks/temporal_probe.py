@@ -341,10 +341,11 @@ class Instruments:
         self.step = 0
         self.records: List[Dict[str, Any]] = []
         self._grads: Dict[str, List[float]] = {}
-        model.register_forward_pre_hook(self._before_forward)
+        # on the stem conv: the training loop calls the model's forward_train, which skips the model's own hooks
+        model.get_submodule('conv1').register_forward_pre_hook(self._before_forward)
 
-    def _before_forward(self, model: nn.Module, args) -> None:
-        if not model.training or not self.layers:
+    def _before_forward(self, module: nn.Module, args) -> None:
+        if not module.training or not self.layers:
             return
         if self.step % self.every == 0:
             rec = {'step': self.step}
