@@ -315,6 +315,7 @@ def temporal_layers(model: nn.Module) -> List[Tuple[str, List[torch.Tensor], tor
     return out
 
 
+@torch.no_grad()
 def _split_norms(temporal: List[torch.Tensor], spatial: torch.Tensor, grad: bool) -> Tuple[float, float]:
     """(temporal norm, spatial norm) of the weights or their gradients; an I3D conv splits into its taps."""
     get = (lambda p: p.grad) if grad else (lambda p: p)
@@ -345,9 +346,9 @@ class Instruments:
         model.get_submodule('conv1').register_forward_pre_hook(self._before_forward)
 
     def _before_forward(self, module: nn.Module, args) -> None:
-        if not module.training or not self.layers:
+        if not module.training:
             return
-        if self.step % self.every == 0:
+        if self.layers and self.step % self.every == 0:
             rec = {'step': self.step}
             for name, temporal, spatial in self.layers:
                 t, s = _split_norms(temporal, spatial, grad=False)
@@ -427,6 +428,26 @@ def study_table(runs: Dict[str, Any], chance: Dict[str, float], baselines: Dict[
     return format_table(table, 'model')
 
 
+def internals_table(runs: Dict[str, Any], steps: Sequence[int] = ()) -> str:
+    """Per row and temporal layer, means over seeds: the temporal weight norm relative to its spatial conv's at the
+    end (and at `steps`), and the median over training of the gradient norm ratio (temporal / spatial)."""
+    by_row: Dict[str, List[Dict[str, Any]]] = {}
+    for r in runs.values():
+        by_row.setdefault(r['row'], []).append(r)
+    table = {}
+    for row, rs in by_row.items():
+        for layer in rs[0]['layers']:
+            cells = {}
+            for step in steps:
+                vals = [rec[layer]['w_t'] / rec[layer]['w_s'] for r in rs for rec in r['records']
+                        if rec['step'] == step]
+                cells[f'w_t/w_s @{step}'] = f'{np.mean(vals):.3f}' if vals else ''
+            cells['w_t/w_s end'] = f'{np.mean([r["layers"][layer]["w_t/w_s"] for r in rs]):.3f}'
+            cells['g_t/g_s median'] = f'{np.mean([r["layers"][layer]["g_t/g_s (median)"] for r in rs]):.3f}'
+            table[f'{row}: {layer}'] = cells
+    return format_table(table, 'model: layer')
+
+
 def probe_reference(root: str) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
     """Exact chance and the two training-free matchers on the probe at `root`."""
     ds = create_dataset('folder', root)
@@ -435,6 +456,21 @@ def probe_reference(root: str) -> Tuple[Dict[str, float], Dict[str, Dict[str, fl
     chance = exact_chance(qp, gp, qc, gc)
     return chance, {'pair matcher (training-free)': pair_matcher(root),
                     'frame matcher (training-free)': frame_matcher(root)}
+
+
+def _assignments(items: Sequence[str], flag: str) -> Dict[str, Any]:
+    """{'a': 1} from ['a=1']: values are Python literals (numbers, tuples, lists), else strings."""
+    import ast
+    out = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            raise SystemExit(f'{flag} takes FIELD=VALUE items, got {item!r}')
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -450,7 +486,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--threads', type=int, help='torch intra-op threads')
     p.add_argument('--output-dir', help='training runs; default: a temporary folder')
     p.add_argument('--json', help='write (and resume) the study\'s results here')
+    p.add_argument('--set', nargs='+', default=[], metavar='FIELD=VALUE',
+                   help='recipe fields for every run (e.g. temporal_lr_mult=10); named in the rows')
+    p.add_argument('--model-set', nargs='+', default=[], metavar='ARG=VALUE',
+                   help='model arguments for every run (e.g. "temporal_strides=(1,1,1,1)"); named in the rows')
     a = p.parse_args(argv)
+    overrides = _assignments(a.set, '--set')
+    model_overrides = _assignments(a.model_set, '--model-set')
     if a.threads:
         torch.set_num_threads(a.threads)
     cfg = dict(SETTINGS[a.setting], **({} if a.seed is None else {'seed': a.seed}))
@@ -463,9 +505,13 @@ def main(argv: Optional[List[str]] = None) -> int:
               f'{summary["poses"]} poses, test transitions seen in training: '
               f'{100 * summary["test_transitions_seen_in_training"]:.0f}%')
         if a.command == 'study':
-            rows = [r for r in STUDY if a.models is None or r[0] in a.models]
-            runs = study(root, rows, a.seeds, a.epochs, a.output_dir or os.path.join(tmp, 'runs'), a.device, a.json)
+            tag = ' '.join(a.set + a.model_set)
+            rows = [(f'{r[0]} [{tag}]' if tag else r[0], r[1], dict(r[2], **model_overrides)) for r in STUDY
+                    if a.models is None or r[0] in a.models]
+            runs = study(root, rows, a.seeds, a.epochs, a.output_dir or os.path.join(tmp, 'runs'), a.device, a.json,
+                         **overrides)
             print(study_table(runs, chance, baselines))
+            print(internals_table(runs))
         else:
             print(study_table({}, chance, baselines))
     finally:
