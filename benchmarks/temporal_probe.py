@@ -370,6 +370,27 @@ class Instruments:
         return out
 
 
+@torch.no_grad()
+def order_sensitivity(model: nn.Module, root: str, num_frames: int, seed: int = 0) -> float:
+    """How much a model's embedding of a test clip moves when the clip's frames are shuffled, relative to the typical
+    distance between clips of different test identities: 0 for a model blind to order (C2D: exactly 0), about 1 or
+    more for one whose embedding is mostly order."""
+    from m3d_zoo.data import create_video_transform, read_image
+    ds = create_dataset('folder', root)
+    transform = create_video_transform(model, is_training=False)
+    clips = torch.stack([transform([read_image(p) for p in t.paths[:num_frames]]) for t in ds.query + ds.gallery])
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(num_frames))
+    was_training = model.training
+    model.eval()
+    try:
+        e, e_shuffled = model(clips), model(clips[:, :, perm])
+    finally:
+        model.train(was_training)
+    pids = torch.tensor([t.pid for t in ds.query + ds.gallery])
+    between = torch.cdist(e, e)[pids[:, None] != pids[None]].mean()
+    return float((e - e_shuffled).norm(dim=1).mean() / between)
+
+
 def train_one(root: str, arch: str, model_kwargs: Dict[str, Any], output_dir: str, epochs: int, seed: int,
               device: str = 'cpu', every: int = 10, **recipe: Any) -> Dict[str, Any]:
     """Train one model on the probe with the zoo's `train`, instrumented; its test results and the records."""
@@ -377,7 +398,10 @@ def train_one(root: str, arch: str, model_kwargs: Dict[str, Any], output_dir: st
     from m3d_zoo.engine import train
     recipe = dict(RECIPE, seed=seed, epochs=epochs, eval_interval=epochs, **recipe)
     summary = json.loads((Path(root) / 'temporal_probe.json').read_text())
-    num_frames = summary['poses']
+    # one cycle per clip by default; a multiple of it keeps every clip's poses balanced (frame averaging still blind)
+    num_frames = recipe.pop('num_frames', summary['poses'])
+    if num_frames % summary['poses']:
+        raise ValueError(f'num_frames={num_frames} must be a multiple of the probe\'s {summary["poses"]} poses')
     torch.manual_seed(seed)
     model = timm.create_model(arch, num_classes=summary['num_train_ids'], num_frames=num_frames, **model_kwargs)
     inst = Instruments(model, every)
@@ -385,7 +409,8 @@ def train_one(root: str, arch: str, model_kwargs: Dict[str, Any], output_dir: st
     res = train(model, 'folder', root=root, recipe='modern', output_dir=output_dir, device=device, num_workers=0,
                 progress=False, num_frames=num_frames, input_size=tuple(summary['size']), **recipe)
     return {'rank1': res['results']['rank1'], 'mAP': res['results']['mAP'], 'steps': inst.step,
-            'time_s': round(time.time() - t0, 1), 'layers': inst.summary(), 'records': inst.records}
+            'time_s': round(time.time() - t0, 1), 'layers': inst.summary() if inst.layers else {},
+            'records': inst.records, 'order_sensitivity': order_sensitivity(model, root, num_frames)}
 
 
 def study(root: str, rows: Sequence[Tuple[str, str, Dict[str, Any]]], seeds: Sequence[int], epochs: int,
@@ -418,8 +443,10 @@ def study_table(runs: Dict[str, Any], chance: Dict[str, float], baselines: Dict[
     for row, rs in by_row.items():
         r1 = 100 * np.array([r['rank1'] for r in rs])
         mp = 100 * np.array([r['mAP'] for r in rs])
+        order = [r['order_sensitivity'] for r in rs if 'order_sensitivity' in r]
         table[row] = {'rank-1': f'{r1.mean():.1f} +- {r1.std():.1f}', 'mAP': f'{mp.mean():.1f} +- {mp.std():.1f}',
-                      'seeds': str(len(rs)), 'steps': str(rs[0]['steps'])}
+                      'order sensitivity': f'{np.mean(order):.2f}' if order else '', 'seeds': str(len(rs)),
+                      'steps': str(rs[0]['steps'])}
     for name, res in baselines.items():
         table[name] = {'rank-1': f'{100 * res["rank1"]:.1f}', 'mAP': f'{100 * res["mAP"]:.1f}', 'seeds': '',
                        'steps': ''}
