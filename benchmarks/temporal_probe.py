@@ -36,6 +36,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -424,8 +425,8 @@ def study(root: str, rows: Sequence[Tuple[str, str, Dict[str, Any]]], seeds: Seq
             key = f'{row}|{seed}'
             if key in out:
                 continue
-            res = train_one(root, arch, kwargs, os.path.join(output_dir, f'{arch}_{len(out)}'), epochs, seed,
-                            device, **recipe)
+            run_dir = os.path.join(output_dir, os.path.basename(os.path.normpath(root)), re.sub(r'\W+', '_', key))
+            res = train_one(root, arch, kwargs, run_dir, epochs, seed, device, **recipe)
             out[key] = dict(res, row=row, arch=arch, model_kwargs=kwargs, seed=seed, epochs=epochs, recipe=recipe)
             print(f'{row} seed {seed}: rank-1 {100 * res["rank1"]:.1f} mAP {100 * res["mAP"]:.1f} '
                   f'({res["steps"]} steps, {res["time_s"]}s)', flush=True)
@@ -506,6 +507,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--root', help='where to write (or find) the probe; default: a temporary folder')
     p.add_argument('--setting', choices=sorted(SETTINGS), default='cpu')
     p.add_argument('--seed', type=int, help='seed of the data (default: the setting\'s)')
+    p.add_argument('--num-train-ids', type=int, help='training identities (default: the setting\'s)')
+    p.add_argument('--data-set', nargs='+', default=[], metavar='ARG=VALUE',
+                   help='other arguments of the probe (e.g. recolour=False scale=0)')
     p.add_argument('--models', nargs='+', help=f'rows of the study (default all: {[r[0] for r in STUDY]})')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--epochs', type=int, default=40)
@@ -522,7 +526,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     model_overrides = _assignments(a.model_set, '--model-set')
     if a.threads:
         torch.set_num_threads(a.threads)
-    cfg = dict(SETTINGS[a.setting], **({} if a.seed is None else {'seed': a.seed}))
+    cfg = dict(SETTINGS[a.setting], **{k: v for k, v in (('seed', a.seed), ('num_train_ids', a.num_train_ids))
+                                       if v is not None}, **_assignments(a.data_set, '--data-set'))
     tmp = tempfile.mkdtemp(prefix='m3d_zoo_probe_')
     try:
         root = a.root or os.path.join(tmp, 'probe')
