@@ -392,9 +392,16 @@ def order_sensitivity(model: nn.Module, root: str, num_frames: int, seed: int = 
     return float((e - e_shuffled).norm(dim=1).mean() / between)
 
 
+def _centre_clip(module: nn.Module, args: Tuple[torch.Tensor, ...]) -> Tuple[torch.Tensor, ...]:
+    """Forward pre-hook: the clip minus its temporal mean frame (static content cancels; order-blind models stay
+    blind, the mean being the same for any frame order)."""
+    return (args[0] - args[0].mean(2, keepdim=True),) + tuple(args[1:])
+
+
 def train_one(root: str, arch: str, model_kwargs: Dict[str, Any], output_dir: str, epochs: int, seed: int,
-              device: str = 'cpu', every: int = 10, **recipe: Any) -> Dict[str, Any]:
-    """Train one model on the probe with the zoo's `train`, instrumented; its test results and the records."""
+              device: str = 'cpu', every: int = 10, centre: bool = False, **recipe: Any) -> Dict[str, Any]:
+    """Train one model on the probe with the zoo's `train`, instrumented; its test results and the records.
+    `centre`: the model sees each clip minus its temporal mean frame (a hook on the stem conv)."""
     import timm
     from m3d_zoo.engine import train
     recipe = dict(RECIPE, seed=seed, epochs=epochs, eval_interval=epochs, **recipe)
@@ -405,6 +412,8 @@ def train_one(root: str, arch: str, model_kwargs: Dict[str, Any], output_dir: st
         raise ValueError(f'num_frames={num_frames} must be a multiple of the probe\'s {summary["poses"]} poses')
     torch.manual_seed(seed)
     model = timm.create_model(arch, num_classes=summary['num_train_ids'], num_frames=num_frames, **model_kwargs)
+    if centre:
+        model.get_submodule('conv1').register_forward_pre_hook(_centre_clip)
     inst = Instruments(model, every)
     t0 = time.time()
     res = train(model, 'folder', root=root, recipe='modern', output_dir=output_dir, device=device, num_workers=0,
@@ -415,7 +424,8 @@ def train_one(root: str, arch: str, model_kwargs: Dict[str, Any], output_dir: st
 
 
 def study(root: str, rows: Sequence[Tuple[str, str, Dict[str, Any]]], seeds: Sequence[int], epochs: int,
-          output_dir: str, device: str = 'cpu', json_path: Optional[str] = None, **recipe: Any) -> Dict[str, Any]:
+          output_dir: str, device: str = 'cpu', json_path: Optional[str] = None, centre: bool = False,
+          **recipe: Any) -> Dict[str, Any]:
     """Every (row, seed) trained with one recipe and budget; results accumulate in `json_path` after each run."""
     out: Dict[str, Any] = {}
     if json_path and os.path.isfile(json_path):
@@ -426,8 +436,9 @@ def study(root: str, rows: Sequence[Tuple[str, str, Dict[str, Any]]], seeds: Seq
             if key in out:
                 continue
             run_dir = os.path.join(output_dir, os.path.basename(os.path.normpath(root)), re.sub(r'\W+', '_', key))
-            res = train_one(root, arch, kwargs, run_dir, epochs, seed, device, **recipe)
-            out[key] = dict(res, row=row, arch=arch, model_kwargs=kwargs, seed=seed, epochs=epochs, recipe=recipe)
+            res = train_one(root, arch, kwargs, run_dir, epochs, seed, device, centre=centre, **recipe)
+            out[key] = dict(res, row=row, arch=arch, model_kwargs=kwargs, seed=seed, epochs=epochs, recipe=recipe,
+                            centre=centre)
             print(f'{row} seed {seed}: rank-1 {100 * res["rank1"]:.1f} mAP {100 * res["mAP"]:.1f} '
                   f'({res["steps"]} steps, {res["time_s"]}s)', flush=True)
             if json_path:
@@ -521,6 +532,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help='recipe fields for every run (e.g. temporal_lr_mult=10); named in the rows')
     p.add_argument('--model-set', nargs='+', default=[], metavar='ARG=VALUE',
                    help='model arguments for every run (e.g. "temporal_strides=(1,1,1,1)"); named in the rows')
+    p.add_argument('--centre', action='store_true', help='models see each clip minus its temporal mean frame')
     a = p.parse_args(argv)
     overrides = _assignments(a.set, '--set')
     model_overrides = _assignments(a.model_set, '--model-set')
@@ -537,11 +549,11 @@ def main(argv: Optional[List[str]] = None) -> int:
               f'{summary["poses"]} poses, test transitions seen in training: '
               f'{100 * summary["test_transitions_seen_in_training"]:.0f}%')
         if a.command == 'study':
-            tag = ' '.join(a.set + a.model_set)
+            tag = ' '.join(a.set + a.model_set + (['centre'] if a.centre else []))
             rows = [(f'{r[0]} [{tag}]' if tag else r[0], r[1], dict(r[2], **model_overrides)) for r in STUDY
                     if a.models is None or r[0] in a.models]
             runs = study(root, rows, a.seeds, a.epochs, a.output_dir or os.path.join(tmp, 'runs'), a.device, a.json,
-                         **overrides)
+                         a.centre, **overrides)
             print(study_table(runs, chance, baselines))
             print(internals_table(runs))
         else:
