@@ -5,11 +5,12 @@ Construction. Every identity is the same figure, drawn in the same `poses` poses
 An identity is a cyclic order of those poses: which pose follows which. A tracklet of an identity starts at a random
 phase and cycles through its order, `length` frames, a multiple of `poses`. Clips are `poses` frames long. Every
 tracklet gets its own nuisances, drawn independently of its identity: a textured background (a colour plus a smooth
-random pattern), a colour gain of the figure, a figure offset; every frame gets its own pixel noise and, optionally,
-jitter. The nuisances are shared by no two tracklets, so memorising them identifies training tracklets and is of no
-use on a new person. Training and test identities are disjoint (distinct orders); every directed transition (a -> b)
-of a test identity occurs in some training identity, so what is to be learnt (transitions) is seen in training while
-the combinations (people) are new.
+random pattern), the figure's colours (a random 3x3 colour matrix, or a per-channel gain), size and position; every
+frame gets its own pixel noise and, optionally, jitter and clutter. No two tracklets share their nuisances, so
+memorising them identifies training tracklets and is of no use on a new person. Training and test identities are
+disjoint (distinct orders); `test_transitions_seen_in_training` in the summary says how many of the test identities'
+directed transitions (a -> b) occur in training (all of them in both settings): what is to be learnt is seen in
+training, while the combinations (people) are new.
 
 Proof that no frame-averaging model can separate the identities. Let a clip be any `poses` consecutive frames of a
 tracklet. Its poses are a rotation of its identity's order, hence hold every pose exactly once, for every identity
@@ -23,14 +24,18 @@ separable by motion: two distinct cyclic orders have distinct successor maps, i.
 
 Chance is exact (closed forms over the evaluated query/gallery sets), and two training-free matchers frame the
 learnt models: `pair_matcher` compares consecutive-frame pairs (it sees transitions: the signal is there),
-`frame_matcher` compares the same descriptors averaged over frames (it cannot: it sits at chance).
+`frame_matcher` compares the same descriptors as sets of frames (order-blind, so at chance in expectation).
 
     python benchmarks/temporal_probe.py data --root /tmp/probe            # the set, chance and the two matchers
     python benchmarks/temporal_probe.py study --root /tmp/probe --threads 1 --seeds 0 1 2 --json study.json
+    python benchmarks/temporal_probe.py study --root /tmp/probe --models "M3D strides 1" --set temporal_lr_mult=10
     python benchmarks/temporal_probe.py study --setting gpu --root /data/probe_gpu --device cuda
 
 The study trains each model with one recipe and budget and records, besides rank-1 / mAP on the unseen identities,
-what happens inside: the norm of each layer's temporal weights against its spatial conv's, and their gradients'.
+what happens inside: the norm of each layer's temporal weights against its spatial conv's and of their gradients
+(`Instruments`), and how much the embedding moves when a clip's frames are shuffled (`order_sensitivity`). `--set`
+and `--model-set` change the recipe and the models, `--data-set` the probe, `--centre` feeds clips minus their
+temporal mean frame.
 """
 import argparse
 import json
@@ -184,6 +189,14 @@ def make_temporal_probe(root: str, num_train_ids: int, num_test_ids: int, trackl
 
     Tracklet j of an identity is camera j + 1; a test identity's first tracklet is its query, the others its gallery.
     The summary (also `<root>/temporal_probe.json`) holds the arguments, the orders and each tracklet's poses.
+
+    Args:
+        root: Output folder (must not hold a train/, query/ or gallery/ folder yet).
+        num_train_ids: Training identities (the first orders); num_test_ids: unseen test identities (the next).
+        tracklets_per_id: Tracklets per identity (>= 2); length: frames per tracklet, a multiple of `poses`.
+        size: Frame (H, W); poses: poses per cycle, also the clip length.
+        noise, jitter, offset, clutter, scale, recolour: the nuisances, see `render_tracklet`.
+        seed: Seed of the orders and of every draw.
     """
     if length % poses:
         raise ValueError(f'length ({length}) must be a multiple of poses ({poses}): every clip of `poses` frames then '
@@ -207,15 +220,14 @@ def make_temporal_probe(root: str, num_train_ids: int, num_test_ids: int, trackl
             subset = 'train' if i < num_train_ids else ('query' if j == 0 else 'gallery')
             tdir = os.path.join(root, subset, pid, f'c{j + 1}_t{j + 1:03d}')
             os.makedirs(tdir)
-            frames, seq = render_tracklet(figures, order, length, rng, noise, jitter, offset, clutter, scale,
-                                          recolour)
+            frames, seq = render_tracklet(
+                figures, order, length, rng, noise, jitter, offset, clutter, scale, recolour)
             for t, frame in enumerate(frames):
                 Image.fromarray(frame).save(os.path.join(tdir, f'{t + 1:06d}.png'))
             sequences[f'{subset}/{pid}/c{j + 1}_t{j + 1:03d}'] = seq.tolist()
     summary = dict(num_train_ids=num_train_ids, num_test_ids=num_test_ids, tracklets_per_id=tracklets_per_id,
-                   length=length, size=list(size), poses=poses, noise=noise, jitter=jitter, offset=offset, clutter=clutter,
-                   scale=scale, recolour=recolour, seed=seed,
-                   test_transitions_seen_in_training=coverage,
+                   length=length, size=list(size), poses=poses, noise=noise, jitter=jitter, offset=offset,
+                   clutter=clutter, scale=scale, recolour=recolour, seed=seed, test_transitions_seen_in_training=coverage,
                    orders={f'{i + 1:04d}': list(o) for i, o in enumerate(orders)}, poses_per_frame=sequences)
     atomic_write_text(os.path.join(root, 'temporal_probe.json'), json.dumps(summary))
     return summary
