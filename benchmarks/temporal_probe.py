@@ -228,7 +228,8 @@ def make_temporal_probe(root: str, num_train_ids: int, num_test_ids: int, trackl
     summary = dict(num_train_ids=num_train_ids, num_test_ids=num_test_ids, tracklets_per_id=tracklets_per_id,
                    length=length, size=list(size), poses=poses, noise=noise, jitter=jitter, offset=offset,
                    clutter=clutter, scale=scale, recolour=recolour, seed=seed,
-                   test_transitions_seen_in_training=coverage, orders={f'{i + 1:04d}': list(o) for i, o in enumerate(orders)}, poses_per_frame=sequences)
+                   test_transitions_seen_in_training=coverage,
+                   orders={f'{i + 1:04d}': list(o) for i, o in enumerate(orders)}, poses_per_frame=sequences)
     atomic_write_text(os.path.join(root, 'temporal_probe.json'), json.dumps(summary))
     return summary
 
