@@ -242,6 +242,7 @@ _RECIPE_FLAGS = (
     (('--sampler',), dict(choices=('pk', 'random')), ''),
     (('--lr',), dict(type=float), 'learning rate of the backbone'),
     (('--head-lr-mult',), dict(type=float), 'the head\'s lr is this times --lr'),
+    (('--temporal-lr-mult',), dict(type=float), 'the temporal kernels\' lr is this times --lr'),
     (('--opt',), dict(choices=('sgd', 'adam', 'adamw')), ''),
     (('--momentum',), dict(type=float), 'SGD momentum'),
     (('--weight-decay',), dict(type=float), ''),

@@ -134,6 +134,20 @@ def test_head_gets_ten_times_the_lr_in_the_paper_recipe():
     assert not head_ids & {id(p) for p in body['params']}
 
 
+def test_temporal_kernels_get_their_own_lr_multiplier():
+    model = m3d_zoo.create_model('m3d_resnet18', num_classes=5)
+    temporal_ids = {id(p) for n, p in model.named_parameters() if '.branches.' in n}
+    # no group of their own at 1x: optimizer states saved before the option existed still load
+    body1, head1 = build_optimizer(model, get_recipe('modern')).param_groups
+    body, temporal, head = build_optimizer(model, get_recipe('modern', temporal_lr_mult=10.)).param_groups
+    assert temporal['name'] == 'temporal' and temporal['lr'] == pytest.approx(3.5e-3) and body['lr'] == 3.5e-4
+    assert {id(p) for p in temporal['params']} == temporal_ids and not temporal_ids & {id(p) for p in body['params']}
+    assert [id(p) for p in head['params']] == [id(p) for p in head1['params']]
+    assert {id(p) for p in body1['params']} == {id(p) for p in body['params']} | temporal_ids
+    with pytest.raises(ValueError, match='temporal_lr_mult'):
+        get_recipe('modern', temporal_lr_mult=0.)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Checkpoints
 

@@ -35,6 +35,8 @@ class TrainRecipe:
         opt: 'sgd' or 'adam' (also 'adamw').
         lr: Base learning rate (backbone).
         head_lr_mult: Learning-rate multiplier of the head (last parameter group of `model.group_matcher()`).
+        temporal_lr_mult: Learning-rate multiplier of the temporal kernels (every `TemporalConv`: M3D's, P3D's); they
+            start at zero (or as the identity) and are few, so from scratch they may need a larger step than the rest.
         momentum: SGD momentum.
         weight_decay: Weight decay.
         nesterov: Nesterov momentum for SGD.
@@ -66,6 +68,7 @@ class TrainRecipe:
     opt: str = 'adam'
     lr: float = 3.5e-4
     head_lr_mult: float = 1.0
+    temporal_lr_mult: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
@@ -106,6 +109,9 @@ class TrainRecipe:
                 bad(name, 'must be >= 1')
         if self.lr <= 0:
             bad('lr', 'must be > 0')
+        for name in ('head_lr_mult', 'temporal_lr_mult'):
+            if not getattr(self, name) > 0:
+                bad(name, 'must be > 0')
         if self.sampler == 'pk' and self.batch_size % self.num_instances:
             bad('batch_size', f'must be a multiple of num_instances={self.num_instances} for P x K batches '
                               f'(P identities x K tracklets)')

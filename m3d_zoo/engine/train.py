@@ -69,6 +69,7 @@ from m3d_zoo.data import (
 from m3d_zoo.utils import default_num_workers
 
 from .._io import move_into
+from ..layers import TemporalConv
 from .checkpoint import (
     Checkpoint, CheckpointError, apply_preprocessing, atomic_write_text, check_resume_compatible, load_checkpoint,
     model_from_checkpoint, save_checkpoint)
@@ -201,16 +202,21 @@ def build_model(
 
 
 def build_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
-    """SGD or Adam over timm's parameter groups of the model, the head (last group) at `head_lr_mult` x lr."""
+    """SGD or Adam over timm's parameter groups of the model, the head (last group) at `head_lr_mult` x lr and the
+    backbone's temporal kernels (its `TemporalConv`s) at `temporal_lr_mult` x lr, a group of their own only then
+    (so that optimizer states saved without it still load)."""
     from timm.models import group_parameters
     named = dict(model.named_parameters())
     groups = group_parameters(model, model.group_matcher())
+    temporal_ids = set() if recipe.temporal_lr_mult == 1 else {
+        id(p) for m in model.modules() if isinstance(m, TemporalConv) for p in m.parameters()}
     head_id = max(groups)
-    body, head = [], []
+    body, temporal, head = [], [], []
     for gid, names in sorted(groups.items()):
-        params = [named[n] for n in names if named[n].requires_grad]
-        (head if gid == head_id else body).extend(params)
+        for p in (named[n] for n in names if named[n].requires_grad):
+            (head if gid == head_id else temporal if id(p) in temporal_ids else body).append(p)
     param_groups = [{'params': body, 'lr': recipe.lr, 'name': 'backbone'},
+                    {'params': temporal, 'lr': recipe.lr * recipe.temporal_lr_mult, 'name': 'temporal'},
                     {'params': head, 'lr': recipe.lr * recipe.head_lr_mult, 'name': 'head'}]
     param_groups = [g for g in param_groups if g['params']]
     if recipe.opt == 'sgd':
