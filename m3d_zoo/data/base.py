@@ -72,7 +72,7 @@ def read_image(path: str, draft_size: Optional[Tuple[int, int]] = None) -> Image
 # How clip frames are decoded (benchmarks/train_speed.py measures them; benchmarks/RESULTS.md has the figures):
 # 'torchvision': torchvision.io (libjpeg-turbo straight into a uint8 tensor, the same pixels as PIL's);
 # 'pil': PIL, then a tensor; 'pil-draft': PIL asked to decode a large JPEG at 1/2, 1/4 or 1/8 scale (DCT scaling)
-# where the clip's output size is that much smaller, which changes the pixels within JPEG's own error.
+# where the clip's output size is that much smaller: faster, but not the same pixels as a full decode and resize.
 FRAME_DECODERS = ('torchvision', 'pil', 'pil-draft')
 _TORCHVISION_FORMATS = ('.jpg', '.jpeg', '.png')
 # torchvision 0.29 deprecated its image decoders in favour of TorchCodec's, and warns on every call: a user can do

@@ -1,9 +1,9 @@
 """ Clip transforms resolved from a model's `pretrained_cfg` (input size, mean, std), built on torchvision's v2 transforms.
 
 A clip is a list of frames (PIL images, or uint8 (3, H, W) tensors as `m3d_zoo.data.read_frame` decodes them); the
-output is a float tensor (3, T, H, W). The frames are stacked into one `tv_tensors.Video`, so every random choice (crop offset, horizontal flip, random-erasing rectangle and its fill) is
-drawn once per clip and applied to every frame: a flip or an erased patch that changes from frame to frame would be
-motion the temporal layers learn from. Random draws use torch's global generator, which DataLoader seeds per worker.
+output is a float tensor (3, T, H, W). The frames are stacked into one `tv_tensors.Video`, so every random choice
+(crop offset, horizontal flip, random-erasing rectangle and its fill) is drawn once per clip and applied to every
+frame: a flip or an erased patch that changes from frame to frame would be motion the temporal layers learn from. Random draws use torch's global generator, which DataLoader seeds per worker.
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
