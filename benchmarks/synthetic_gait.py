@@ -93,9 +93,10 @@ def run(
     try:
         for name in models:
             t0 = time.time()
+            # save_interval: one resumable checkpoint at the end, not one per epoch of a one-minute run
             summary = train(name, 'folder', root=root, recipe='modern', output_dir=os.path.join(output_dir, name),
                             model_kwargs=dict(MODEL_KWARGS, **(model_kwargs or {})), device='cpu',
-                            num_workers=num_workers, progress=progress, **recipe)
+                            num_workers=num_workers, progress=progress, save_interval=recipe['epochs'], **recipe)
             res = dict(summary['results'])
             res['train_time_s'] = round(time.time() - t0, 1)
             out[name] = res

@@ -430,7 +430,8 @@ def train_one(root: str, arch: str, model_kwargs: Dict[str, Any], output_dir: st
     inst = Instruments(model, every)
     t0 = time.time()
     res = train(model, 'folder', root=root, recipe='modern', output_dir=output_dir, device=device, num_workers=0,
-                progress=False, num_frames=num_frames, input_size=tuple(summary['size']), **recipe)
+                progress=False, num_frames=num_frames, input_size=tuple(summary['size']),
+                save_interval=recipe.get('epochs', 1), **recipe)
     return {'rank1': res['results']['rank1'], 'mAP': res['results']['mAP'], 'steps': inst.step,
             'time_s': round(time.time() - t0, 1), 'layers': inst.summary() if inst.layers else {},
             'records': inst.records, 'order_sensitivity': order_sensitivity(model, root, num_frames)}

@@ -301,6 +301,8 @@ def add_train_args(p: argparse.ArgumentParser):
     v.add_argument('--time-budget', type=float, metavar='MINUTES',
                    help='stop at the first step that ends MINUTES after the start, then evaluate and save as at the '
                         'end')
+    v.add_argument('--save-interval', type=int, default=1, metavar='EPOCHS',
+                   help='write the resumable last checkpoint every EPOCHS epochs and at the end (default: 1)')
     o = p.add_argument_group('run options')
     _add_device_args(o)
     o.add_argument('--amp-dtype', choices=('bfloat16', 'float16'))
@@ -332,7 +334,7 @@ def cmd_train(a) -> int:
         eval_batch_size=a.eval_batch_size, progress=not a.no_progress, push_to_hub=a.push_to_hub,
         force_unlock=a.force_unlock, dist_timeout=a.dist_timeout, input_size=_input_size(a),
         val_ids=a.val_ids if a.val_ids is not None else a.val_split, eval_test=a.eval_test, max_steps=a.max_steps,
-        time_budget=a.time_budget, overwrite=a.overwrite, **{k: getattr(a, k) for k in a.recipe_overrides})
+        time_budget=a.time_budget, overwrite=a.overwrite, save_interval=a.save_interval, **{k: getattr(a, k) for k in a.recipe_overrides})
     return 0 if summary.get('ranks_in_sync', True) else 1
 
 

@@ -141,10 +141,11 @@ OPTIONS = {
               'decay_rate device dist_timeout epochs eval_interval eval_max_clips gallery_mode grad_clip head '
               'head_lr_mult hflip img_size label_smoothing lr max_steps model model_kwargs momentum num_frames '
               'num_instances opt pad pretrained_file push_to_hub re_prob resume root sampler seed split_id '
-              'temporal_lr_mult time_budget triplet_margin triplet_weight val_ids val_split warmup_epochs warmup_lr_init weight_decay',
+              'temporal_lr_mult time_budget triplet_margin triplet_weight val_ids val_split warmup_epochs '
+              'warmup_lr_init weight_decay',
               {'dataset': 'd', 'eval_batch_size': 16, 'eval_test': False, 'force_unlock': False,
                'grad_checkpointing': False, 'no_progress': False, 'output': 'output/train', 'overwrite': False,
-               'pretrained': False, 'recipe': 'modern', 'sync_bn': False, 'workers': WORKERS}),
+               'pretrained': False, 'recipe': 'modern', 'save_interval': 1, 'sync_bn': False, 'workers': WORKERS}),
     'extract': (['--model', 'm', '--dataset', 'd', '-o', 'o'], 'amp camera_names crop_cache dataset_kwargs device '
                 'gallery_mode img_size max_clips model_kwargs num_frames pretrained_file root split_id tracklets '
                 'tracks video',

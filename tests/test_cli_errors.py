@@ -314,15 +314,32 @@ BUG = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize('exc', ['ValueError', 'KeyError', 'FileExistsError'])
-def test_a_bug_keeps_its_traceback(exc, emb, tmp_path):
-    argv = ['evaluate', str(emb), '--cmc-png', str(tmp_path / 'c.png'), '--results', str(tmp_path / 'r.json')]
-    proc = subprocess.run([sys.executable, '-c', BUG, exc] + argv, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+def _bug_argv(emb, tmp_path):
+    return ['evaluate', str(emb), '--cmc-png', str(tmp_path / 'c.png'), '--results', str(tmp_path / 'r.json')]
+
+
+def test_a_bug_keeps_its_traceback(emb, tmp_path):
+    exc = 'ValueError'  # the one the CLI used to turn into a one-line error
+    proc = subprocess.run([sys.executable, '-c', BUG, exc] + _bug_argv(emb, tmp_path), capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert 'Traceback (most recent call last)' in proc.stderr and 'in results_to_json' in proc.stderr, proc.stderr
     assert proc.stderr.rstrip().splitlines()[-1].startswith(f'{exc}: '), proc.stderr[-2000:]
     assert 'm3d-zoo evaluate: error' not in proc.stderr
+    assert not (tmp_path / 'r.json').exists()
+
+
+@pytest.mark.parametrize('exc', [KeyError, FileExistsError])
+def test_other_built_in_errors_leave_main_unchanged(exc, emb, tmp_path, monkeypatch):
+    """The same bug as above with other built-in types (a KeyError, an OSError subclass), in this process: `main`
+    lets them through as they are, so Python prints their traceback."""
+    import m3d_zoo.engine.extract
+
+    def results_to_json(results):
+        raise exc('results_to_json: internal inconsistency')
+    monkeypatch.setattr(m3d_zoo.engine.extract, 'results_to_json', results_to_json)
+    with pytest.raises(exc, match='internal inconsistency'):
+        main(_bug_argv(emb, tmp_path))
     assert not (tmp_path / 'r.json').exists()
 
 

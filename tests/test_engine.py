@@ -2,6 +2,7 @@
 and bad-input errors."""
 import dataclasses
 import errno
+import importlib
 import json
 import logging
 import math
@@ -61,7 +62,7 @@ def gait_root(tmp_path_factory):
 def _run(gait_root, out, model='m3d_resnet18', **kw):
     args = dict(TINY, **kw)
     opts = {k: args.pop(k) for k in ('resume', 'push_to_hub', 'force_unlock', 'overwrite', 'val_ids', 'eval_test',
-                                     'max_steps', 'time_budget', 'dataset') if k in args}
+                                     'max_steps', 'time_budget', 'save_interval', 'dataset') if k in args}
     dataset = opts.pop('dataset', 'folder')
     return train(model, dataset, root=gait_root, recipe=args.pop('recipe', 'modern'), output_dir=out,
                  model_kwargs=args.pop('model_kwargs', TINY_MODEL), device='cpu', num_workers=0, progress=False,
@@ -618,7 +619,8 @@ def test_max_steps_stops_inside_an_epoch_evaluates_and_resumes_after_it(gait_roo
     assert summary['steps'] == 1 and summary['stopped_by'] == '--time-budget 1e-09 min'
     assert (tmp_path / 'clock' / 'last.safetensors').is_file() and summary['results']['step'] == 1
     for bad, message in ((dict(max_steps=0), '--max-steps must be a whole number of optimizer steps >= 1, got 0'),
-                         (dict(time_budget=-1.), '--time-budget must be a positive number of minutes, got -1.0')):
+                         (dict(time_budget=-1.), '--time-budget must be a positive number of minutes, got -1.0'),
+                         (dict(save_interval=0), '--save-interval must be a whole number of epochs >= 1, got 0')):
         with pytest.raises(TrainingError, match=re.escape(message)):
             _run(gait_root, tmp_path / 'bad', **bad)
 
@@ -702,3 +704,22 @@ def test_training_and_its_evaluation_show_progress(gait_root, tmp_path, capfd):
           model_kwargs=TINY_MODEL, device='cpu', num_workers=0, progress=True, **args)
     err = capfd.readouterr().err
     assert 'query: clips embedded' in err and 'gallery: clips embedded' in err
+
+
+def test_save_interval_writes_last_every_n_epochs_and_at_the_end(gait_root, tmp_path, monkeypatch):
+    train_module = importlib.import_module('m3d_zoo.engine.train')  # the module; the package exports its function
+    written = []
+
+    def recording(folder, name, *args, **kwargs):  # the real writer, noting which checkpoint and at which epoch
+        path = save_checkpoint(folder, name, *args, **kwargs)
+        written.append((name, args[2]['epoch']))
+        return path
+    monkeypatch.setattr(train_module, 'save_checkpoint', recording)
+    out = tmp_path / 'every3'
+    _run(gait_root, out, epochs=4, eval_interval=0, save_interval=3)
+    assert [e for name, e in written if name == 'last'] == [3, 4]  # the third epoch, and the last
+    written.clear()
+    _run(gait_root, tmp_path / 'every1', epochs=2, eval_interval=0)
+    assert [e for name, e in written if name == 'last'] == [1, 2]  # default: every epoch
+    resumed = _run(gait_root, out, epochs=5, eval_interval=0, save_interval=3, resume=out / 'last.safetensors')
+    assert resumed['last_epoch'] == 5 and load_checkpoint(out).train_state['epoch'] == 5

@@ -55,8 +55,13 @@ def _assert_rel_close(a, b, tol=1e-4):
     assert err < tol, f'relative error {err:.2e}'
 
 
-@pytest.mark.parametrize('depth', ['resnet18', 'resnet50'])
-@pytest.mark.parametrize('family', FAMILIES + ['two_stream_m3d'])
+# At ResNet-50 (bottleneck blocks) one family per unit and the RAL and two-stream compositions; the RAL variants
+# and P3D-C (the multiscale unit with one kernel) at ResNet-18.
+UNIT_FAMILIES = ['i3d', 'p3d_a', 'p3d_b', 'm3d', 'm3d_ral', 'two_stream_m3d']
+
+
+@pytest.mark.parametrize('family, depth', [(f, 'resnet18') for f in FAMILIES + ['two_stream_m3d']]
+                         + [(f, 'resnet50') for f in UNIT_FAMILIES])
 def test_identity_at_init(ckpt_2d, family, depth):
     """(a) strides (1,1,1,1): same embedding as C2D on random clips; (b) default strides: on constant clips."""
     name = 'two_stream_m3d' if family == 'two_stream_m3d' and depth == 'resnet50' else f'{family}_{depth}'

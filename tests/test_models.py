@@ -46,7 +46,22 @@ def test_registry_lists_every_family_and_depth():
     assert set(m3d_zoo.list_pretrained('m3d_resnet50')) == {'m3d_resnet50.tv_in1k', 'm3d_resnet50.a1_in1k'}
 
 
-@pytest.mark.parametrize('name', ALL_MODELS)
+# ResNet-101 differs from ResNet-50 only in the number of stage-3 blocks: its models are built and run below, the
+# training-path checks run on the other depths.
+DEEP_MODELS = [n for n in ALL_MODELS if n.endswith('resnet101')]
+
+
+@pytest.mark.parametrize('name', DEEP_MODELS)
+def test_resnet101_models_build_and_embed(name):
+    model = m3d_zoo.create_model(name, num_classes=0).eval()
+    streams = [model.spatial_stream, model.temporal_stream] if hasattr(model, 'temporal_stream') else [model]
+    assert all([len(getattr(m, f'layer{i}')) for i in range(1, 5)] == [3, 4, 23, 3] for m in streams)
+    with torch.no_grad():
+        emb = model(_clip())
+    assert emb.shape == (2, model.head_hidden_size) and torch.isfinite(emb).all()
+
+
+@pytest.mark.parametrize('name', [n for n in ALL_MODELS if n not in DEEP_MODELS])
 def test_model_forward_backward_embedding_checkpointing(name):
     torch.manual_seed(0)
     model = m3d_zoo.create_model(name, num_classes=7)

@@ -379,6 +379,7 @@ class TrainOptions:
     eval_test: bool = False
     max_steps: Optional[int] = None
     time_budget: Optional[float] = None
+    save_interval: int = 1
 
 
 def _check_budgets(opts: TrainOptions) -> None:
@@ -387,6 +388,9 @@ def _check_budgets(opts: TrainOptions) -> None:
         raise TrainingError(f'--max-steps must be a whole number of optimizer steps >= 1, got {steps!r}.')
     if minutes is not None and not (isinstance(minutes, (int, float)) and minutes > 0 and math.isfinite(minutes)):
         raise TrainingError(f'--time-budget must be a positive number of minutes, got {minutes!r}.')
+    interval = opts.save_interval
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise TrainingError(f'--save-interval must be a whole number of epochs >= 1, got {interval!r}.')
 
 
 class Trainer:
@@ -763,8 +767,8 @@ class Trainer:
         return res
 
     def save_checkpoints(self, results: Optional[Dict[str, Any]] = None):
-        """Rank 0: `last` (resumable) after every epoch; `best` (weights) when `results` are the best so far (and,
-        selected on the test split, their results in best_eval.json)."""
+        """Rank 0: `last` (resumable) every `save_interval` epochs and at the end; `best` (weights) when `results` are
+        the best so far (and, selected on the test split, their results in best_eval.json)."""
         if not self.info.is_main:
             return
         meta = {'epoch': self.epoch, 'step': self.num_updates, 'recipe': self.recipe.name, 'dataset': self.data.name,
@@ -775,7 +779,8 @@ class Trainer:
                 atomic_write_text(self.output_dir / 'best_eval.json', json.dumps(results, indent=1) + '\n')
             save_checkpoint(self.output_dir, 'best', self.net, None,
                             dict(meta, mAP=results['mAP'], rank1=results['rank1'], selected_on=results['split']))
-        save_checkpoint(self.output_dir, 'last', self.net, self._train_state(), meta)
+        if self.epoch % self.opts.save_interval == 0 or self.should_stop():
+            save_checkpoint(self.output_dir, 'last', self.net, self._train_state(), meta)
 
     def _train_state(self) -> Dict[str, Any]:
         return {'epoch': self.epoch, 'epoch_step': self.epoch_step, 'num_updates': self.num_updates,
@@ -889,6 +894,7 @@ def train(
         max_steps: Optional[int] = None,
         time_budget: Optional[float] = None,
         overwrite: bool = False,
+        save_interval: int = 1,
         **recipe_overrides: Any,
 ) -> Dict[str, Any]:
     """Train (or fine-tune) a zoo model for video ReID; see the module docstring for what it writes.
@@ -927,6 +933,8 @@ def train(
         time_budget: Stop at the first step that ends this many minutes after this process started the run.
         overwrite: For a run without `resume` into a folder that holds an earlier run: move that run's files into
             `replaced-<date>-<time>/` there and start over (otherwise the run is refused).
+        save_interval: Write the resumable `last` checkpoint every this many epochs (and at the end): a short run
+            spends much of its time writing weights and optimizer state; a crash then repeats up to this many epochs.
         **recipe_overrides: Recipe fields to override (epochs=..., lr=..., batch_size=...).
 
     Returns:
@@ -951,7 +959,7 @@ def train(
             dataset_kwargs=dict(dataset_kwargs or {}), amp=amp, amp_dtype=amp_dtype,
             grad_checkpointing=grad_checkpointing, sync_bn=sync_bn, num_workers=num_workers,
             eval_batch_size=eval_batch_size, progress=progress, push_to_hub=push_to_hub, val_ids=val_ids,
-            eval_test=eval_test, max_steps=max_steps, time_budget=time_budget)
+            eval_test=eval_test, max_steps=max_steps, time_budget=time_budget, save_interval=save_interval)
         return Trainer(info, _resolve_recipe(recipe, recipe_overrides), output_dir, opts).run()
     finally:
         if lock is not None:
