@@ -715,11 +715,10 @@ def test_save_interval_writes_last_every_n_epochs_and_at_the_end(gait_root, tmp_
         written.append((name, args[2]['epoch']))
         return path
     monkeypatch.setattr(train_module, 'save_checkpoint', recording)
-    out = tmp_path / 'every3'
-    _run(gait_root, out, epochs=4, eval_interval=0, save_interval=3)
-    assert [e for name, e in written if name == 'last'] == [3, 4]  # the third epoch, and the last
+    out = tmp_path / 'every2'
+    _run(gait_root, out, epochs=3, eval_interval=0, save_interval=2)
+    assert [e for name, e in written if name == 'last'] == [2, 3]  # the second epoch, and the last
     written.clear()
-    _run(gait_root, tmp_path / 'every1', epochs=2, eval_interval=0)
-    assert [e for name, e in written if name == 'last'] == [1, 2]  # default: every epoch
-    resumed = _run(gait_root, out, epochs=5, eval_interval=0, save_interval=3, resume=out / 'last.safetensors')
-    assert resumed['last_epoch'] == 5 and load_checkpoint(out).train_state['epoch'] == 5
+    resumed = _run(gait_root, out, epochs=4, eval_interval=0, resume=out / 'last.safetensors')
+    assert [e for name, e in written if name == 'last'] == [4]  # default: every epoch
+    assert resumed['last_epoch'] == 4 and load_checkpoint(out).train_state['epoch'] == 4

@@ -46,16 +46,17 @@ def test_registry_lists_every_family_and_depth():
     assert set(m3d_zoo.list_pretrained('m3d_resnet50')) == {'m3d_resnet50.tv_in1k', 'm3d_resnet50.a1_in1k'}
 
 
-# ResNet-101 differs from ResNet-50 only in the number of stage-3 blocks: its models are built and run below, the
-# training-path checks run on the other depths.
-DEEP_MODELS = [n for n in ALL_MODELS if n.endswith('resnet101')]
+# ResNet-34 and -101 differ from ResNet-18 and -50 only in the number of blocks per stage: their models are built and
+# run below, the training-path checks run on the other depths.
+DEEP_MODELS = [n for n in ALL_MODELS if n.endswith(('resnet34', 'resnet101'))]
 
 
 @pytest.mark.parametrize('name', DEEP_MODELS)
-def test_resnet101_models_build_and_embed(name):
+def test_resnet34_and_101_models_build_and_embed(name):
     model = m3d_zoo.create_model(name, num_classes=0).eval()
     streams = [model.spatial_stream, model.temporal_stream] if hasattr(model, 'temporal_stream') else [model]
-    assert all([len(getattr(m, f'layer{i}')) for i in range(1, 5)] == [3, 4, 23, 3] for m in streams)
+    blocks = [3, 4, 23, 3] if name.endswith('resnet101') else [3, 4, 6, 3]
+    assert all([len(getattr(m, f'layer{i}')) for i in range(1, 5)] == blocks for m in streams)
     with torch.no_grad():
         emb = model(_clip())
     assert emb.shape == (2, model.head_hidden_size) and torch.isfinite(emb).all()
