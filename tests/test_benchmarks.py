@@ -27,9 +27,10 @@ def _run(*args: str) -> subprocess.CompletedProcess:
         capture_output=True, text=True, env=env, timeout=300, check=True)
 
 
-def _params_speed_in_process(*args: str) -> dict:
-    """params_speed's report, run in this process: --system-malloc and the default thread count, so that nothing
-    process-wide changes."""
+IN_PROCESS = ['--img-size', '32', '16', '--frames', '8', '--warmup', '0', '--rounds', '1', '--system-malloc']
+
+
+def _params_speed_module():
     spec = importlib.util.spec_from_file_location('m3d_zoo_params_speed', SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(SCRIPT.parent))
@@ -37,8 +38,14 @@ def _params_speed_in_process(*args: str) -> dict:
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(SCRIPT.parent))
-    argv = ['--img-size', '32', '16', '--frames', '8', '--warmup', '0', '--rounds', '1', '--system-malloc', *args]
-    return module.run(module.parse_args(argv), log=lambda msg: None)
+    return module
+
+
+def _params_speed_in_process(*args: str) -> dict:
+    """params_speed's report, run in this process: --system-malloc and the default thread count, so that nothing
+    process-wide changes."""
+    module = _params_speed_module()
+    return module.run(module.parse_args(IN_PROCESS + list(args)), log=lambda msg: None)
 
 
 def test_params_speed_json(tmp_path):
@@ -75,15 +82,17 @@ def test_params_speed_json(tmp_path):
         assert report['settings']['allocator'].startswith('glibc, heap kept')
 
 
-def test_params_speed_markdown_and_onnxruntime(tmp_path):
+def test_params_speed_markdown_and_onnxruntime(tmp_path, capsys):
     pytest.importorskip('onnxruntime')
     pytest.importorskip('onnxscript')
     out = tmp_path / 'table.md'
-    res = _run('--models', 'c2d', '--onnxruntime', '--quiet', '--output', str(out), '--system-malloc')
-    assert not res.stderr.strip()
-    lines = res.stdout.splitlines()
+    _params_speed_module().main(IN_PROCESS + ['--depth', 'resnet18', '--models', 'c2d', '--onnxruntime', '--quiet',
+                                              '--output', str(out)])  # c2d: the reference, the only row
+    res = capsys.readouterr()
+    assert not res.err.strip()
+    lines = res.out.splitlines()
     assert 'allocator: glibc default' in lines[0]
-    assert out.read_text().strip() == res.stdout.strip()
+    assert out.read_text().strip() == res.out.strip()
     table = [ln.split('|')[1:-1] for ln in lines if ln.startswith('| ')]
     header = [c.strip() for c in table[0]]
     assert header[:8] == ['Model', 'T', 'Size MB', 'Paper MB', 'GFLOPs/clip', 'ms/clip', 'clips/s', 'frames/s']
