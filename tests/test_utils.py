@@ -7,9 +7,14 @@ import pytest
 
 import m3d_zoo
 
+# m3d_zoo/utils.py loaded on its own (it needs no more than the standard library): the probe needs torch, not the
+# models and timm the package imports.
 _PROBE = r'''
-import resource, sys, torch, m3d_zoo
-applied = m3d_zoo.utils.tune_cpu_allocator() if sys.argv[1] == 'tuned' else False
+import importlib.util, resource, sys, torch
+spec = importlib.util.spec_from_file_location('m3d_zoo_utils', sys.argv[2])
+utils = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(utils)
+applied = utils.tune_cpu_allocator() if sys.argv[1] == 'tuned' else False
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 x = torch.randn(1, 64, 16, 128, 80)  # 42 MB, like the stem activation of a 16-frame clip
@@ -23,7 +28,8 @@ print(applied, faults() - f0)
 
 
 def _probe(mode):
-    out = subprocess.run([sys.executable, '-c', _PROBE, mode], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, '-c', _PROBE, mode, m3d_zoo.utils.__file__], capture_output=True, text=True,
+                         check=True)
     applied, faults = out.stdout.split()
     return applied == 'True', int(faults)
 
