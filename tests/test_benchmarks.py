@@ -30,15 +30,20 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 IN_PROCESS = ['--img-size', '32', '16', '--frames', '8', '--warmup', '0', '--rounds', '1', '--system-malloc']
 
 
-def _params_speed_module():
-    spec = importlib.util.spec_from_file_location('m3d_zoo_params_speed', SCRIPT)
+def _load_benchmark(script: Path):
+    """A benchmark script as a module (its folder on sys.path while it imports `_bench`)."""
+    spec = importlib.util.spec_from_file_location(f'm3d_zoo_{script.stem}', script)
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(SCRIPT.parent))
+    sys.path.insert(0, str(script.parent))
     try:
         spec.loader.exec_module(module)
     finally:
-        sys.path.remove(str(SCRIPT.parent))
+        sys.path.remove(str(script.parent))
     return module
+
+
+def _params_speed_module():
+    return _load_benchmark(SCRIPT)
 
 
 def _params_speed_in_process(*args: str) -> dict:
@@ -132,17 +137,6 @@ def _torchvision_gflops_per_frame(h, w):
     return counter.get_total_flops() / 1e9
 
 
-def _train_speed_module():
-    spec = importlib.util.spec_from_file_location('m3d_zoo_train_speed', TRAIN_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(TRAIN_SCRIPT.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(TRAIN_SCRIPT.parent))
-    return module
-
-
 def test_train_speed_step_and_loader():
     """The training step and the loader's decoders, at a tiny size; the figures themselves are not asserted, their
     presence and the pixel comparison are."""
@@ -172,7 +166,7 @@ def test_train_speed_step_and_loader():
 def test_train_speed_memory_probe():
     """The memory section's probe (each cell of the section runs it in a fresh process): two training steps' peak
     resident memory over what the process held before them, here in this process at a tiny size."""
-    bench = _train_speed_module()
+    bench = _load_benchmark(TRAIN_SCRIPT)
     args = bench.parse_args(['--depth', 'resnet18', '--img-size', '32', '16', '--models', 'c2d'])
     plain = bench.memory_probe('c2d', args, grad_checkpointing=False)
     assert plain['peak_growth_mb'] > 0 and plain['step_s'] > 0

@@ -91,6 +91,13 @@ def _torchvision_decoder():
     return decode_image, read_file, ImageReadMode.RGB
 
 
+def check_decoder(decoder: str) -> str:
+    """`decoder` if it is one of `FRAME_DECODERS`; ValueError naming them otherwise."""
+    if decoder not in FRAME_DECODERS:
+        raise ValueError(f'decoder must be one of {FRAME_DECODERS}, got {decoder!r}.')
+    return decoder
+
+
 def read_frame(path: str, decoder: str = 'torchvision', size: Optional[Tuple[int, int]] = None):
     """ A frame for the clip transforms: a uint8 (3, H, W) tensor ('torchvision') or an RGB PIL image ('pil',
     'pil-draft'); a missing or corrupt file raises `DatasetError` naming it.
@@ -101,9 +108,7 @@ def read_frame(path: str, decoder: str = 'torchvision', size: Optional[Tuple[int
         size: (H, W) the frame will be resized to; 'pil-draft' decodes a JPEG at the smallest scale that is not
             smaller than it.
     """
-    if decoder not in FRAME_DECODERS:
-        raise ValueError(f'decoder must be one of {FRAME_DECODERS}, got {decoder!r}.')
-    tv = _torchvision_decoder() if decoder == 'torchvision' else None
+    tv = _torchvision_decoder() if check_decoder(decoder) == 'torchvision' else None
     if tv is None or not path.lower().endswith(_TORCHVISION_FORMATS):
         return read_image(path, size if decoder == 'pil-draft' else None)
     decode_image, read_file, rgb = tv

@@ -12,7 +12,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 from torch.utils.data import Dataset
 
-from .base import FRAME_DECODERS, Tracklet, read_frame
+from .base import Tracklet, check_decoder, read_frame
 from .transforms import create_video_transform
 
 __all__ = [
@@ -112,12 +112,6 @@ def tracklet_labels(tracklets: Sequence[Tracklet]) -> Tuple[np.ndarray, np.ndarr
             np.array([t.camid for t in tracklets], dtype=np.int64))
 
 
-def _check_decoder(decoder: str) -> str:
-    if decoder not in FRAME_DECODERS:
-        raise ValueError(f'decoder must be one of {FRAME_DECODERS}, got {decoder!r}.')
-    return decoder
-
-
 def _load_clip(tracklet: Tracklet, idxs: Sequence[int], transform: Callable, decoder: str):
     size = getattr(transform, 'size', None)  # the output (H, W) of the zoo's transforms, for 'pil-draft'
     return transform([read_frame(tracklet.paths[i], decoder, size) for i in idxs])
@@ -148,7 +142,7 @@ class ClipDataset(Dataset):
         self.num_frames = _check_num_frames(num_frames)
         self.sampling = sampling
         self.transform = transform or create_video_transform()
-        self.decoder = _check_decoder(decoder)
+        self.decoder = check_decoder(decoder)
 
     @property
     def pids(self) -> List[int]:
@@ -189,7 +183,7 @@ class EvalClipDataset(Dataset):
         self.num_frames = _check_num_frames(num_frames)
         _check_max_clips(max_clips)
         self.transform = transform or create_video_transform()
-        self.decoder = _check_decoder(decoder)
+        self.decoder = check_decoder(decoder)
         self.items: List[Tuple[int, List[int]]] = [
             (ti, idxs) for ti, t in enumerate(self.tracklets)
             for idxs in eval_clip_indices(len(t.paths), num_frames, max_clips)]
