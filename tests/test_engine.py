@@ -30,6 +30,7 @@ from m3d_zoo import _io as io_mod
 from m3d_zoo.data import create_video_transform
 from m3d_zoo.engine.distributed import DEFAULT_DIST_TIMEOUT_MIN, init_distributed
 from m3d_zoo.engine.extract import _model_frames
+from m3d_zoo.engine import lock as lock_mod
 from m3d_zoo.engine.train import LOCK_NAME, OutputLock, OutputLockedError
 from _fake_datasets import write_fake_folder
 
@@ -334,10 +335,19 @@ def test_the_process_group_timeout_defaults_to_a_long_one():
 # ---------------------------------------------------------------------------------------------------------------------
 # One run per output folder
 
+# The lock module uses the standard library only: the processes below load it on its own, without the package's torch
+# and timm imports, so that they start at once.
+_LOAD_LOCK = textwrap.dedent(f'''
+    import importlib.util, sys
+    _spec = importlib.util.spec_from_file_location('m3d_zoo.engine.lock', {lock_mod.__file__!r})
+    _lock = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_lock)
+    OutputLock, OutputLockedError = _lock.OutputLock, _lock.OutputLockedError
+''')
+
 # Takes the output folder's lock in another process and holds it until killed.
-HOLDER = textwrap.dedent('''
+HOLDER = _LOAD_LOCK + textwrap.dedent('''
     import sys, time
-    from m3d_zoo.engine.train import OutputLock
     with OutputLock(sys.argv[1]):
         print('locked', flush=True)
         time.sleep(600)
@@ -345,9 +355,8 @@ HOLDER = textwrap.dedent('''
 
 # Round after round: waits for the round's start signal, tries to take the lock, says whether it did, and releases
 # it when the round is over.
-CONTENDER = textwrap.dedent('''
+CONTENDER = _LOAD_LOCK + textwrap.dedent('''
     import os, sys, time
-    from m3d_zoo.engine.train import OutputLock, OutputLockedError
     folder, signals, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
     def wait_for(name):
