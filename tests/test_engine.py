@@ -438,8 +438,11 @@ def test_the_lock_is_released_on_ctrl_c(gait_root, tmp_path):
            gait_root, '--epochs', '1000', '--batch-size', '4', '--num-instances', '2', '--num-frames', '4',
            '--img-size', '32', '16', '--workers', '0', '--no-progress', '--device', 'cpu', '--eval-interval', '0',
            '--model-kwargs', 'temporal_strides=1,1,1,1', '--output', str(out)]
+    # SIGINT as a terminal delivers it, whether or not pytest itself runs in the background (where the shell has the
+    # children ignore it, and Python installs no KeyboardInterrupt handler)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS='1'))
+                            env=dict(os.environ, OMP_NUM_THREADS='1'),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         while b'"event": "epoch"' not in ((out / 'metrics.jsonl').read_bytes() if (out / 'metrics.jsonl').exists()
