@@ -108,12 +108,14 @@ def hf_home():
 @pytest.fixture(params=['refused', 'silent'])
 def unreachable_hub(request, monkeypatch):
     """For one test, the Hub moved to a loopback port that refuses connections, or to one that never answers, with
-    HF_HUB_ETAG_TIMEOUT at 1 s (how long a request waits for an answer). Yields the `UnreachableEndpoint`."""
+    HF_HUB_ETAG_TIMEOUT at 0.5 s (how long a request waits for an answer; also `.timeout`). Yields the
+    `UnreachableEndpoint`."""
     import huggingface_hub.constants as c
     dead = UnreachableEndpoint(request.param)
     monkeypatch.setattr(c, 'ENDPOINT', dead.endpoint)
     monkeypatch.setattr(c, 'HUGGINGFACE_CO_URL_TEMPLATE', dead.endpoint + '/{repo_id}/resolve/{revision}/{filename}')
-    monkeypatch.setattr(c, 'HF_HUB_ETAG_TIMEOUT', 1)
+    dead.timeout = 0.5
+    monkeypatch.setattr(c, 'HF_HUB_ETAG_TIMEOUT', dead.timeout)
     yield dead
     dead.close()
 

@@ -14,22 +14,13 @@ import torch
 from m3d_zoo.cli import main
 from m3d_zoo.data import make_synthetic_gait
 from m3d_zoo.engine import load_embeddings, save_embeddings
+from _lock_procs import holding
 
 TRAIN = ['--dataset', 'folder', '--epochs', '1', '--batch-size', '4', '--num-instances', '2', '--num-frames', '4',
          '--img-size', '32', '16', '--workers', '0', '--no-progress', '--device', 'cpu', '--eval-interval', '0',
          '--model-kwargs', 'temporal_strides=1,1,1,1']
 SMALL = ['--workers', '0', '--img-size', '32', '16', '--num-frames', '4', '--max-clips', '1', '--model-kwargs',
          'temporal_strides=1,1,1,1']
-
-# Takes the output folder's lock in another process and holds it until killed.
-HOLDER = textwrap.dedent('''
-    import sys, time
-    from m3d_zoo.engine.train import OutputLock
-    with OutputLock(sys.argv[1]):
-        print('locked', flush=True)
-        time.sleep(600)
-''')
-
 
 @pytest.fixture(autouse=True, scope='module')
 def _one_thread():
@@ -197,15 +188,9 @@ def test_an_output_below_a_file_is_refused(emb, tmp_path, capsys):
 
 @pytest.fixture
 def holder(tmp_path):
-    """A process that holds the lock of tmp_path / 'run' (see HOLDER)."""
-    proc = subprocess.Popen([sys.executable, '-c', HOLDER, str(tmp_path / 'run')], stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS='1'))
-    try:
-        assert proc.stdout.readline().strip() == 'locked'
+    """A process that holds the lock of tmp_path / 'run'."""
+    with holding(tmp_path / 'run') as proc:
         yield proc
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_train_into_a_folder_another_run_holds_is_one_line(holder, gait, tmp_path, capsys):
@@ -301,38 +286,15 @@ def test_pretrained_without_the_hub_fails_at_once_naming_the_flag(command, unrea
     assert 'pretrained_cfg_overlay' not in line and 'create_model' not in line, line
 
 
-BUG = textwrap.dedent('''
-    import sys
-    import m3d_zoo.engine.extract
-    from m3d_zoo.cli import main
-
-    def results_to_json(results):  # a bug in the zoo, as a plain built-in exception
-        raise getattr(__builtins__, sys.argv[1])('results_to_json: internal inconsistency')
-
-    m3d_zoo.engine.extract.results_to_json = results_to_json
-    sys.exit(main(sys.argv[2:]))
-''')
-
-
 def _bug_argv(emb, tmp_path):
     return ['evaluate', str(emb), '--cmc-png', str(tmp_path / 'c.png'), '--results', str(tmp_path / 'r.json')]
 
 
-def test_a_bug_keeps_its_traceback(emb, tmp_path):
-    exc = 'ValueError'  # the one the CLI used to turn into a one-line error
-    proc = subprocess.run([sys.executable, '-c', BUG, exc] + _bug_argv(emb, tmp_path), capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    assert 'Traceback (most recent call last)' in proc.stderr and 'in results_to_json' in proc.stderr, proc.stderr
-    assert proc.stderr.rstrip().splitlines()[-1].startswith(f'{exc}: '), proc.stderr[-2000:]
-    assert 'm3d-zoo evaluate: error' not in proc.stderr
-    assert not (tmp_path / 'r.json').exists()
-
-
-@pytest.mark.parametrize('exc', [KeyError, FileExistsError])
-def test_other_built_in_errors_leave_main_unchanged(exc, emb, tmp_path, monkeypatch):
-    """The same bug as above with other built-in types (a KeyError, an OSError subclass), in this process: `main`
-    lets them through as they are, so Python prints their traceback."""
+# ValueError: the one the CLI used to turn into a one-line error
+@pytest.mark.parametrize('exc', [ValueError, KeyError, FileExistsError])
+def test_a_bug_keeps_its_traceback(exc, emb, tmp_path, monkeypatch):
+    """A bug in the zoo, as a plain built-in exception (a ValueError, a KeyError, an OSError subclass): `main` lets
+    it through as it is, so Python prints its traceback, instead of a one-line error that hides it."""
     import m3d_zoo.engine.extract
 
     def results_to_json(results):
@@ -343,14 +305,25 @@ def test_other_built_in_errors_leave_main_unchanged(exc, emb, tmp_path, monkeypa
     assert not (tmp_path / 'r.json').exists()
 
 
-@pytest.mark.parametrize('argv, message', [
-    (['evaluate'], 'm3d-zoo evaluate: error: evaluate needs an embeddings file'),  # a CliError, defined in __main__
-    (['extract', '--model', 'm3d_resnet18', '--tracklets', '.', '-o', 'e.safetensors', '--device', 'tpu'],
-     "m3d-zoo extract: error: --device 'tpu' is not a device name"),
-])
-def test_user_errors_are_one_line_under_python_m(argv, message, tmp_path):
-    """`python -m m3d_zoo.cli`, as torchrun runs it: the CLI module is __main__ there."""
-    proc = subprocess.run([sys.executable, '-m', 'm3d_zoo.cli'] + argv, capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS='1'))
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr[-2000:]
-    assert proc.stderr.startswith(message), proc.stderr
+# `python -m m3d_zoo.cli` twice in one process, as runpy runs it (the CLI module is __main__ there, as under torchrun)
+AS_MAIN = textwrap.dedent('''
+    import runpy, sys
+    for argv in (['evaluate'], ['extract', '--model', 'm3d_resnet18', '--tracklets', '.', '-o', 'e.safetensors',
+                                '--device', 'tpu']):
+        sys.argv = ['m3d_zoo.cli'] + argv
+        try:
+            runpy.run_module('m3d_zoo.cli', run_name='__main__', alter_sys=True)
+        except SystemExit as e:
+            print(e.code, flush=True)
+            sys.stderr.flush()
+''')
+
+
+def test_user_errors_are_one_line_under_python_m(tmp_path):
+    """Under `python -m`, user errors are one line too: a CliError (defined in __main__ there) and a bad device."""
+    proc = subprocess.run([sys.executable, '-c', AS_MAIN], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0 and proc.stdout.split() == ['2', '2'], proc.stdout + proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith('m3d-zoo evaluate: error: evaluate needs an embeddings file'), lines
+    assert lines[1].startswith("m3d-zoo extract: error: --device 'tpu' is not a device name"), lines

@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 from _fake_datasets import write_fake_folder
+from _lock_procs import holding
 from safetensors.torch import load_file
 
 import m3d_zoo
@@ -98,28 +99,14 @@ def test_the_timeout_reaches_the_process_group(tmp_path):
     assert 'passed the barrier' not in out
 
 
-HOLDER = textwrap.dedent('''
-    import sys, time
-    from m3d_zoo.engine.train import OutputLock
-    with OutputLock(sys.argv[1]):
-        print('locked', flush=True)
-        time.sleep(600)
-''')
-
-
 def test_torchrun_into_a_folder_another_run_holds_stops_every_rank(root, tmp_path):
     """Only rank 0 takes the lock; when it cannot, every rank stops at once instead of waiting at a collective."""
     out = tmp_path / 'out'
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    holder = subprocess.Popen([sys.executable, '-c', HOLDER, str(out)], stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert holder.stdout.readline().strip() == 'locked'
+    with holding(out) as holder:
         t0 = time.time()
         proc = subprocess.run(_train_cmd(root, out), env=env, capture_output=True, text=True, timeout=300)
         took = time.time() - t0
-    finally:
-        holder.kill()
-        holder.wait()
     err = proc.stderr
     assert proc.returncode != 0, proc.stdout[-2000:] + err[-3000:]
     who = f'is in use by another training run: pid {holder.pid} on host {socket.gethostname()}'

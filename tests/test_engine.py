@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -30,9 +29,9 @@ from m3d_zoo import _io as io_mod
 from m3d_zoo.data import create_video_transform
 from m3d_zoo.engine.distributed import DEFAULT_DIST_TIMEOUT_MIN, init_distributed
 from m3d_zoo.engine.extract import _model_frames
-from m3d_zoo.engine import lock as lock_mod
 from m3d_zoo.engine.train import LOCK_NAME, OutputLock, OutputLockedError
 from _fake_datasets import write_fake_folder
+from _lock_procs import CONTENDER, holding, start
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -335,54 +334,6 @@ def test_the_process_group_timeout_defaults_to_a_long_one():
 # ---------------------------------------------------------------------------------------------------------------------
 # One run per output folder
 
-# The lock module uses the standard library only: the processes below load it on its own, without the package's torch
-# and timm imports, so that they start at once.
-_LOAD_LOCK = textwrap.dedent(f'''
-    import importlib.util, sys
-    _spec = importlib.util.spec_from_file_location('m3d_zoo.engine.lock', {lock_mod.__file__!r})
-    _lock = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_lock)
-    OutputLock, OutputLockedError = _lock.OutputLock, _lock.OutputLockedError
-''')
-
-# Takes the output folder's lock in another process and holds it until killed.
-HOLDER = _LOAD_LOCK + textwrap.dedent('''
-    import sys, time
-    with OutputLock(sys.argv[1]):
-        print('locked', flush=True)
-        time.sleep(600)
-''')
-
-# Round after round: waits for the round's start signal, tries to take the lock, says whether it did, and releases
-# it when the round is over.
-CONTENDER = _LOAD_LOCK + textwrap.dedent('''
-    import os, sys, time
-    folder, signals, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
-
-    def wait_for(name):
-        while not os.path.exists(os.path.join(signals, name)):
-            time.sleep(0.0005)
-
-    print('ready', flush=True)
-    for r in range(rounds):
-        wait_for(f'go-{r}')
-        lock = OutputLock(folder)
-        try:
-            lock.acquire()
-            print('won', flush=True)
-        except OutputLockedError as e:
-            print('refused', e, flush=True)
-        wait_for(f'done-{r}')
-        lock.release()
-        print('next', flush=True)
-''')
-
-
-def _start(script, *args):
-    return subprocess.Popen([sys.executable, '-c', script, *map(str, args)], stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS='1'))
-
-
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, '-c', 'pass'])
     proc.wait()
@@ -402,9 +353,7 @@ def _stale_lock(folder, pid=None):
 
 def test_a_second_run_is_refused_while_the_first_holds_the_folder(gait_root, tmp_path, caplog):
     out = tmp_path / 'run'
-    holder = _start(HOLDER, out)
-    try:
-        assert holder.stdout.readline().strip() == 'locked'
+    with holding(out) as holder:
         with pytest.raises(OutputLockedError, match=rf'{re.escape(str(out))} is in use by another training run: pid '
                                                     rf'{holder.pid} on host {re.escape(socket.gethostname())}, '
                                                     rf'started .*lock file .*{LOCK_NAME}.*kill {holder.pid}'):
@@ -412,9 +361,6 @@ def test_a_second_run_is_refused_while_the_first_holds_the_folder(gait_root, tmp
         with pytest.raises(OutputLockedError, match='does not take a folder from a run that is alive on this host'):
             _run(gait_root, out, epochs=1, force_unlock=True)
         assert sorted(os.listdir(out)) == [LOCK_NAME]  # nothing of the refused runs
-    finally:
-        holder.kill()
-        holder.wait()
     # the holder died without releasing: its lock names a pid that no longer runs on this host
     assert json.loads((out / LOCK_NAME).read_text())['pid'] == holder.pid
     with caplog.at_level(logging.WARNING, logger='m3d_zoo.engine.train'):
@@ -483,7 +429,7 @@ def test_a_stale_lock_taken_over_by_several_runs_at_once_has_one_winner(tmp_path
     takes the folder. (Taking over without the guard and the compare loses this in some rounds.)"""
     out, signals, rounds = tmp_path / 'run', tmp_path / 'signals', 100
     signals.mkdir()
-    procs = [_start(CONTENDER, out, signals, rounds) for _ in range(4)]
+    procs = [start(CONTENDER, out, signals, rounds) for _ in range(4)]
     dead = _dead_pid()
     try:
         assert [p.stdout.readline().strip() for p in procs] == ['ready'] * len(procs)
