@@ -27,7 +27,8 @@ def test_m3d_learns_motion_that_frame_averaging_cannot_see(tmp_path):
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # see tests/test_engine.py
     try:
-        res = bench.run(root, models=['m3d_resnet18'], output_dir=str(tmp_path / 'runs'))['m3d_resnet18']
+        # 16 of the benchmark's 20 epochs (about 50 steps), where M3D already reaches 100% rank-1
+        res = bench.run(root, models=['m3d_resnet18'], output_dir=str(tmp_path / 'runs'), epochs=16)['m3d_resnet18']
     finally:
         torch.set_num_threads(n)
     assert chance['rank1'] < 0.15
