@@ -86,16 +86,16 @@ BARRIER = textwrap.dedent('''
 
 
 def test_the_timeout_reaches_the_process_group(tmp_path):
-    """A rank waits at a barrier for as long as `timeout_min` says, and no longer: with 3 s, rank 1 gives up while
-    rank 0 is still busy for 6 s (the ranks start together at the process group's rendezvous; under the default of
+    """A rank waits at a barrier for as long as `timeout_min` says, and no longer: with 1.5 s, rank 1 gives up while
+    rank 0 is still busy for 5 s (the ranks start together at the process group's rendezvous; under the default of
     two hours, rank 1 would wait)."""
     script = tmp_path / 'barrier.py'
     script.write_text(BARRIER)
-    proc = subprocess.run(TORCHRUN + [str(script), '0.05', '6'], env=dict(os.environ, OMP_NUM_THREADS='1'),
+    proc = subprocess.run(TORCHRUN + [str(script), '0.025', '5'], env=dict(os.environ, OMP_NUM_THREADS='1'),
                           capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
-    assert 'rank 0: timeout 3s' in out and 'rank 1: timeout 3s' in out, out[-3000:]
-    assert proc.returncode != 0 and 'rank 1: barrier failed after 3s' in out and 'Timed out' in out, out[-3000:]
+    assert 'rank 0: timeout 1.5s' in out and 'rank 1: timeout 1.5s' in out, out[-3000:]
+    assert proc.returncode != 0 and 'rank 1: barrier failed after 2s' in out and 'Timed out' in out, out[-3000:]
     assert 'passed the barrier' not in out
 
 
