@@ -260,6 +260,8 @@ _RECIPE_FLAGS = (
     (('--hflip',), dict(type=float), 'probability of a horizontal flip'),
     (('--pad',), dict(type=int), 'padding before a random crop (0: none)'),
     (('--re-prob',), dict(type=float), 'random erasing probability'),
+    (('--noise-std',), dict(type=float), 'fresh Gaussian pixel noise on training frames, std as a fraction of the '
+                                          'pixel range (0: none)'),
     (('--grad-clip',), dict(type=float), 'clip the gradient norm to this'),
     (('--eval-interval',), dict(type=int), 'evaluate every N epochs and after the last (0: never)'),
     (('--eval-max-clips',), dict(type=int), 'cap on clips per tracklet when evaluating while training (none: all)'),

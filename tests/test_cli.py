@@ -140,7 +140,7 @@ OPTIONS = {
     'train': (['--dataset', 'd'], 'amp amp_dtype batch_size ce_weight clip_sampling dataset_kwargs decay_epochs '
               'decay_rate device dist_timeout epochs eval_interval eval_max_clips gallery_mode grad_clip head '
               'head_lr_mult hflip img_size label_smoothing lr max_steps model model_kwargs momentum num_frames '
-              'num_instances opt pad pretrained_file push_to_hub re_prob resume root sampler seed split_id '
+              'noise_std num_instances opt pad pretrained_file push_to_hub re_prob resume root sampler seed split_id '
               'temporal_lr_mult time_budget triplet_margin triplet_weight val_ids val_split warmup_epochs '
               'warmup_lr_init weight_decay',
               {'dataset': 'd', 'eval_batch_size': 16, 'eval_test': False, 'force_unlock': False,

@@ -81,6 +81,33 @@ def test_train_augmentation_identical_on_every_frame():
         VideoTransform(re_mode='noise')
 
 
+def test_pixel_noise_is_fresh_per_pixel_frame_and_clip_and_only_in_training():
+    """noise_std: every pixel of every frame gets its own draw, every clip new ones, clipped to the pixel range; the
+    eval transform and noise_std=0 leave the pixels alone; erasing still covers the same patch on every frame."""
+    torch.manual_seed(0)
+    frames = [Image.new('RGB', (16, 32), (128, 128, 128))] * 4  # mid grey: no clipping at this std
+    plain = dict(mean=(0,) * 3, std=(1,) * 3, hflip=0)
+    ref = VideoTransform((32, 16), **plain)(frames)
+    t = VideoTransform((32, 16), is_training=True, noise_std=0.05, **plain)
+    a, b = t(frames), t(frames)
+    for x in (a, b):
+        d = x - ref
+        assert abs(d.std().item() - 0.05) < 0.005 and abs(d.mean().item()) < 0.005
+        assert not torch.equal(d[:, 0], d[:, 1])  # each frame its own noise
+    assert not torch.equal(a, b)  # each clip its own noise
+    white = VideoTransform((32, 16), is_training=True, noise_std=0.5, **plain)([Image.new('RGB', (16, 32), 'white')])
+    assert white.max() == 1 and white.min() >= 0  # clipped to the pixel range
+    assert torch.equal(VideoTransform((32, 16), noise_std=0.05, **plain)(frames), ref)  # eval: no noise
+    assert torch.equal(VideoTransform((32, 16), is_training=True, **plain)(frames), ref)  # noise_std=0: none
+    erased = VideoTransform((32, 16), is_training=True, noise_std=0.05, re_prob=1., re_mode='const', **plain)(frames)
+    patch = (erased == 0).all(0)
+    assert patch.any() and all(torch.equal(patch[i], patch[0]) for i in range(4))
+    assert 'noise_std=0.05' in repr(t)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match='noise_std must be in'):
+            VideoTransform(noise_std=bad)
+
+
 def test_resize_matches_pil_and_takes_frames_of_any_size():
     # the published weights were evaluated on PIL-resized crops: the tensor resize must give the same pixels
     rng = np.random.default_rng(1)

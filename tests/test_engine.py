@@ -149,6 +149,21 @@ def test_temporal_kernels_get_their_own_lr_multiplier():
         get_recipe('modern', temporal_lr_mult=0.)
 
 
+def test_the_recipes_pixel_noise_reaches_the_training_clips(gait_root):
+    from m3d_zoo.data import create_dataset
+    from m3d_zoo.engine.distributed import DistInfo
+    from m3d_zoo.engine.train import build_train_loader
+    model = m3d_zoo.create_model('c2d_resnet18', num_classes=6)
+    for std in (0., 0.1):
+        loader = build_train_loader(create_dataset('folder', gait_root), model,
+                                    get_recipe('modern', batch_size=4, num_instances=2, noise_std=std), DistInfo(), 0)
+        transform = loader.dataset.transform
+        assert transform.is_training and transform.noise_std == std and ('noise_std' in repr(transform)) == (std > 0)
+    assert get_recipe('modern').noise_std == 0 and get_recipe('paper').noise_std == 0
+    with pytest.raises(ValueError, match=r"noise_std=2.0 must be in \[0, 1\]"):
+        get_recipe('modern', noise_std=2.)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Checkpoints
 

@@ -84,8 +84,21 @@ def resolve_video_data_config(
             'mean': tuple(float(m) for m in resolved['mean']), 'std': tuple(float(s) for s in resolved['std'])}
 
 
+class _PixelNoise:
+    """Fresh Gaussian noise on every pixel of every frame of a float video in [0, 1], clipped back to [0, 1].
+    (torchvision's v2.GaussianNoise does the same from release 0.20; the zoo supports 0.19.)"""
+
+    def __init__(self, std: float):
+        self.std = std
+
+    def __call__(self, video: torch.Tensor) -> torch.Tensor:
+        noisy = (video + torch.randn_like(video) * self.std).clamp_(0, 1)
+        return tv_tensors.wrap(noisy, like=video) if isinstance(video, tv_tensors.Video) else noisy
+
+
 class VideoTransform:
-    """ Resize, (train: pad + random crop, horizontal flip), normalise and (train) random erasing, per clip.
+    """ Resize, (train: pad + random crop, horizontal flip, pixel noise), normalise and (train) random erasing, per
+    clip.
 
     Args:
         input_size: (3, H, W) or (H, W) output size.
@@ -99,6 +112,9 @@ class VideoTransform:
         re_area: Range of the erased area as a fraction of the frame.
         re_ratio: Range of the erased rectangle's aspect ratio (sampled log-uniformly).
         re_mode: 'pixel' (normal noise) or 'const' (zeros, i.e. the mean colour).
+        noise_std: Std of Gaussian noise added to every pixel of every frame, drawn afresh for each clip, as a
+            fraction of the pixel range (0 disables it). Files that carry their own fixed noise (sensor, compression)
+            let a network memorise training frames by it; fresh noise on top makes that harder.
     """
 
     def __init__(
@@ -114,22 +130,28 @@ class VideoTransform:
             re_area: Tuple[float, float] = (0.02, 1 / 3),
             re_ratio: Tuple[float, float] = (0.3, 3.3),
             re_mode: str = 'pixel',
+            noise_std: float = 0.,
     ):
         if re_mode not in _ERASE_FILL:
             raise ValueError(f're_mode must be one of {sorted(_ERASE_FILL)}, got {re_mode!r}')
         if interpolation not in _INTERP:
             raise ValueError(f'interpolation must be one of {sorted(_INTERP)}, got {interpolation!r}')
+        if not 0 <= noise_std <= 1:
+            raise ValueError(f'noise_std must be in [0, 1] (a fraction of the pixel range), got {noise_std!r}')
         self.size = tuple(input_size[-2:])
         self.interpolation = interpolation
         self.is_training = is_training
-        self.hflip, self.pad, self.re_prob, self.re_mode = hflip, pad, re_prob, re_mode
+        self.hflip, self.pad, self.re_prob, self.re_mode, self.noise_std = hflip, pad, re_prob, re_mode, noise_std
         self._resize = v2.Resize(self.size, interpolation=_INTERP[interpolation], antialias=True)
         steps: List[Any] = []
         if is_training and pad > 0:
             steps.append(v2.RandomCrop(self.size, padding=pad, fill=0))
         if is_training and hflip > 0:
             steps.append(v2.RandomHorizontalFlip(hflip))
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+        steps.append(v2.ToDtype(torch.float32, scale=True))
+        if is_training and noise_std > 0:
+            steps.append(_PixelNoise(noise_std))
+        steps.append(v2.Normalize(list(mean), list(std)))
         if is_training and re_prob > 0:
             steps.append(v2.RandomErasing(re_prob, scale=re_area, ratio=re_ratio, value=_ERASE_FILL[re_mode]))
         self._augment = v2.Compose(steps)
@@ -152,6 +174,7 @@ class VideoTransform:
         s = f'{self.__class__.__name__}(size={self.size}, interpolation={self.interpolation}'
         if self.is_training:
             s += f', hflip={self.hflip}, pad={self.pad}, re_prob={self.re_prob}, re_mode={self.re_mode}'
+            s += f', noise_std={self.noise_std}' if self.noise_std else ''
         return s + ')'
 
 
@@ -160,7 +183,7 @@ def create_video_transform(model_or_cfg: Any = None, is_training: bool = False, 
 
     Args:
         model_or_cfg: A model, its `pretrained_cfg` dict, or None for the defaults (256x128, ImageNet mean/std).
-        is_training: Training augmentations (horizontal flip by default; `pad`, `re_prob` on request).
+        is_training: Training augmentations (horizontal flip by default; `pad`, `re_prob`, `noise_std` on request).
         **kwargs: `input_size`, `mean`, `std`, `interpolation` override the config; other keys go to `VideoTransform`.
     """
     cfg_keys = ('input_size', 'mean', 'std', 'interpolation')

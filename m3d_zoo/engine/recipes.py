@@ -51,6 +51,8 @@ class TrainRecipe:
         hflip: Probability of flipping a clip horizontally.
         pad: Padding before a random crop back to the frame size (0: none).
         re_prob: Random erasing probability.
+        noise_std: Std of fresh Gaussian pixel noise on every training frame, a fraction of the pixel range (0: none;
+            see `VideoTransform`).
         input_size: Frame (H, W).
         grad_clip: Clip the gradient norm to this value (None: no clipping).
         eval_interval: Evaluate every this many epochs and after the last one (0: never).
@@ -83,6 +85,7 @@ class TrainRecipe:
     hflip: float = 0.5
     pad: int = 10
     re_prob: float = 0.5
+    noise_std: float = 0.
     input_size: Tuple[int, int] = (256, 128)
     grad_clip: Optional[float] = None
     eval_interval: int = 10
@@ -124,6 +127,8 @@ class TrainRecipe:
         for name in ('hflip', 're_prob'):
             if not 0 <= getattr(self, name) <= 1:
                 bad(name, 'must be a probability in [0, 1]')
+        if not 0 <= self.noise_std <= 1:
+            bad('noise_std', 'must be in [0, 1] (a fraction of the pixel range)')
         if len(self.input_size) != 2 or min(self.input_size) < 1:
             bad('input_size', 'must be (H, W)')
         self.decay_epochs = sorted(int(e) for e in self.decay_epochs)

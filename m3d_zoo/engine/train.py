@@ -271,7 +271,7 @@ def build_train_loader(
                             f'train/ folder) and the dataset name.')
     transform = create_video_transform(
         model, is_training=True, input_size=recipe.input_size, hflip=recipe.hflip, pad=recipe.pad,
-        re_prob=recipe.re_prob)
+        re_prob=recipe.re_prob, noise_std=recipe.noise_std)
     clips = ClipDataset(dataset.train, recipe.num_frames, recipe.clip_sampling, transform, decoder)
     try:
         if recipe.sampler == 'pk':
