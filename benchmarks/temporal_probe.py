@@ -405,16 +405,10 @@ def order_sensitivity(model: nn.Module, root: str, num_frames: int, seed: int = 
     return float((e - e_shuffled).norm(dim=1).mean() / between)
 
 
-def _centre_clip(module: nn.Module, args: Tuple[torch.Tensor, ...]) -> Tuple[torch.Tensor, ...]:
-    """Forward pre-hook: the clip minus its temporal mean frame (static content cancels; order-blind models stay
-    blind, the mean being the same for any frame order)."""
-    return (args[0] - args[0].mean(2, keepdim=True),) + tuple(args[1:])
-
-
 def train_one(root: str, arch: str, model_kwargs: Dict[str, Any], output_dir: str, epochs: int, seed: int,
               device: str = 'cpu', every: int = 10, centre: bool = False, **recipe: Any) -> Dict[str, Any]:
     """Train one model on the probe with the zoo's `train`, instrumented; its test results and the records.
-    `centre`: the model sees each clip minus its temporal mean frame (a hook on the stem conv)."""
+    `centre`: the model sees each clip minus its temporal mean frame (the model argument `centre_clips=True`)."""
     import timm
     from m3d_zoo.engine import train
     recipe = dict(RECIPE, seed=seed, epochs=epochs, eval_interval=epochs, **recipe)
@@ -424,9 +418,9 @@ def train_one(root: str, arch: str, model_kwargs: Dict[str, Any], output_dir: st
     if num_frames % summary['poses']:
         raise ValueError(f'num_frames={num_frames} must be a multiple of the probe\'s {summary["poses"]} poses')
     torch.manual_seed(seed)
-    model = timm.create_model(arch, num_classes=summary['num_train_ids'], num_frames=num_frames, **model_kwargs)
     if centre:
-        model.get_submodule('conv1').register_forward_pre_hook(_centre_clip)
+        model_kwargs = dict(model_kwargs, centre_clips=True)
+    model = timm.create_model(arch, num_classes=summary['num_train_ids'], num_frames=num_frames, **model_kwargs)
     inst = Instruments(model, every)
     t0 = time.time()
     res = train(model, 'folder', root=root, recipe='modern', output_dir=output_dir, device=device, num_workers=0,
@@ -546,7 +540,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help='recipe fields for every run (e.g. temporal_lr_mult=10); named in the rows')
     p.add_argument('--model-set', nargs='+', default=[], metavar='ARG=VALUE',
                    help='model arguments for every run (e.g. "temporal_strides=(1,1,1,1)"); named in the rows')
-    p.add_argument('--centre', action='store_true', help='models see each clip minus its temporal mean frame')
+    p.add_argument('--centre', action='store_true',
+                   help='models see each clip minus its temporal mean frame (the model argument centre_clips=True)')
     a = p.parse_args(argv)
     overrides = _assignments(a.set, '--set')
     model_overrides = _assignments(a.model_set, '--model-set')

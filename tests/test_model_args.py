@@ -29,6 +29,7 @@ GRID = [
     ('m3d_resnet18', dict(head='bnneck', embed_dim=96, last_stride=1)),
     ('m3d_resnet18', dict(num_frames=16, inflation='mean', drop_rate=0.3)),
     ('m3d_resnet18', dict(unit='series')),
+    ('m3d_resnet18', dict(centre_clips=True, temporal_strides=(1, 1, 1, 1))),
     ('m3d_ral_resnet18', dict(ral='ct', temporal_strides=(1, 2, 1, 2))),
     ('m3d_ral_t_resnet18', dict(num_frames=4, temporal_strides=(1, 2, 2, 1))),
     ('c2d_resnet18', dict(num_frames=5, head='paper')),

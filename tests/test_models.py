@@ -184,6 +184,31 @@ def test_cpu_inference_paths_match_autograd_path(name):
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize('name', ['c2d_resnet18', 'm3d_resnet18', 'two_stream_m3d_resnet18'])
+def test_centred_clips_hide_what_does_not_move(name):
+    """centre_clips: the model equals the same weights run on the clip minus its temporal mean frame, so content that
+    is the same in every frame changes nothing; a frame-averaging model stays blind to order, M3D does not."""
+    torch.manual_seed(0)
+    centred = m3d_zoo.create_model(name, num_classes=0, centre_clips=True, temporal_strides=1)
+    with torch.no_grad():
+        for p in centred.parameters():
+            p.normal_(mean=1.0 if p.ndim == 1 else 0.0, std=0.05)
+    plain = m3d_zoo.create_model(name, num_classes=0, temporal_strides=1)
+    plain.load_state_dict(centred.state_dict())
+    centred.eval(), plain.eval()
+    x = torch.randn(2, 3, 8, 32, 16)
+    static = torch.randn(2, 3, 1, 32, 16) * 3  # a background, the same in every frame
+    with torch.no_grad():
+        out = centred(x)
+        torch.testing.assert_close(out, plain(x - x.mean(2, keepdim=True)))
+        torch.testing.assert_close(centred(x + static), out, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(plain(x + static), plain(x), rtol=1e-2, atol=1e-2)
+        shuffled = centred(x[:, :, torch.randperm(8, generator=torch.Generator().manual_seed(0))])
+        assert torch.allclose(shuffled, out, atol=1e-4) == (name == 'c2d_resnet18')
+    with pytest.raises(ValueError, match='centre_clips=True.*got T=1'):
+        m3d_zoo.create_model('c2d_resnet18', num_classes=0, centre_clips=True)(torch.randn(1, 3, 1, 32, 16))
+
+
 def test_paper_head_and_drop_rate():
     model = m3d_zoo.create_model('m3d_resnet18', head='paper', embed_dim=128, num_classes=625)
     out = model.forward_train(_clip())

@@ -300,6 +300,9 @@ class VideoResNet(nn.Module):
         embed_dim: Embedding size (the paper head's 128).
         drop_rate: Dropout before the classifier; default 0.5 for the paper head, 0 for bnneck.
         inflation: How 2D pretrained kernels gain a temporal axis: 'center' (keeps the 2D function) or 'mean'.
+        centre_clips: Subtract each clip's temporal mean frame from its frames at the input, so that what does not
+            move (background, clothing that stays put) cancels and the network sees only change. Off by default (an
+            inflated model then no longer equals its 2D net); it needs clips of 2 frames or more.
         norm_layer: Normalisation layer of the backbone.
         act_layer: Activation layer of the backbone.
     """
@@ -323,6 +326,7 @@ class VideoResNet(nn.Module):
             embed_dim: Optional[int] = None,
             drop_rate: Optional[float] = None,
             inflation: str = 'center',
+            centre_clips: bool = False,
             norm_layer: Type[nn.Module] = nn.BatchNorm3d,
             act_layer: Type[nn.Module] = nn.ReLU,
     ):
@@ -330,7 +334,7 @@ class VideoResNet(nn.Module):
         # Every argument is checked before a layer is built, so that a bad value is named here, not deep in torch.
         layers, unit, temporal_strides, frames = self._checked_args(
             block, layers, num_classes, in_chans, num_frames, unit, temporal_blocks, temporal_stem, m3d_branches,
-            temporal_strides, ral, last_stride, head, embed_dim, drop_rate, inflation)
+            temporal_strides, ral, last_stride, head, embed_dim, drop_rate, inflation, centre_clips)
         block_cls = _BLOCKS[block]
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -338,6 +342,7 @@ class VideoResNet(nn.Module):
         self.temporal_strides = temporal_strides
         self.ral_branches = ral
         self.inflation = inflation
+        self.centre_clips = centre_clips
         self.grad_checkpointing = False
         self._fused = False
 
@@ -405,7 +410,7 @@ class VideoResNet(nn.Module):
     def _checked_args(
             block: Any, layers: Any, num_classes: Any, in_chans: Any, num_frames: Any, unit: Any, temporal_blocks: Any,
             temporal_stem: Any, m3d_branches: Any, temporal_strides: Any, ral: Any, last_stride: Any, head: Any,
-            embed_dim: Any, drop_rate: Any, inflation: Any,
+            embed_dim: Any, drop_rate: Any, inflation: Any, centre_clips: Any = False,
     ) -> Tuple[Tuple[int, ...], Type[Unit], Tuple[int, ...], List[int]]:
         """Check every constructor argument; returns the layers, unit class, temporal strides and the clip length
         entering the stem and each stage."""
@@ -422,6 +427,11 @@ class VideoResNet(nn.Module):
             raise ValueError(f"temporal_blocks must be 'all' or 'first', got {temporal_blocks!r}.")
         if not isinstance(temporal_stem, bool):
             raise TypeError(f'temporal_stem must be True or False, got {temporal_stem!r}.')
+        if not isinstance(centre_clips, bool):
+            raise TypeError(f'centre_clips must be True or False, got {centre_clips!r}.')
+        if centre_clips and num_frames < 2:
+            raise ValueError(f'centre_clips needs clips of 2 frames or more (a 1-frame clip minus its mean is zero), '
+                             f'got num_frames={num_frames}.')
         if not isinstance(inflation, str) or inflation not in ('center', 'mean'):
             raise ValueError(f"inflation must be 'center' or 'mean', got {inflation!r}.")
         if not _is_int(last_stride) or last_stride not in (1, 2):
@@ -547,9 +557,14 @@ class VideoResNet(nn.Module):
                 f'This RAL model was built for num_frames={self.num_frames} and got T={T}: its temporal attention is '
                 f'tied to the clip length. Sample clips of {self.num_frames} frames or create the model with '
                 f'num_frames={T}.')
+        if self.centre_clips and T < 2:
+            raise ValueError(f'This model centres its clips (centre_clips=True) and got T={T}: a 1-frame clip minus its '
+                             f'mean is zero. Sample clips of 2 frames or more.')
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         """The stem up to its unit (the stem feature), before the max-pool."""
+        if self.centre_clips:
+            x = x - x.mean(2, keepdim=True)
         return self.stem_temporal(self.act1(self.bn1(self.conv1(x))), x)
 
     def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
