@@ -157,7 +157,8 @@ def test_channels_last_3d(name):
 
 @pytest.mark.parametrize('name', ['m3d_ral_resnet18', 'two_stream_m3d_resnet18'])
 def test_torch_compile_traces_without_graph_breaks(name):
-    model = _randomised(m3d_zoo.create_model(name, num_classes=0)).eval()
+    # one block per stage: every kind of layer, half the graph to trace
+    model = _randomised(m3d_zoo.create_model(name, num_classes=0, layers=(1, 1, 1, 1))).eval()
     x = _clip()
     with torch.no_grad():
         ref = model(x)
@@ -189,11 +190,12 @@ def test_centred_clips_hide_what_does_not_move(name):
     """centre_clips: the model equals the same weights run on the clip minus its temporal mean frame, so content that
     is the same in every frame changes nothing; a frame-averaging model stays blind to order, M3D does not."""
     torch.manual_seed(0)
-    centred = m3d_zoo.create_model(name, num_classes=0, centre_clips=True, temporal_strides=1)
+    small = dict(num_classes=0, temporal_strides=1, layers=(1, 1, 1, 1))
+    centred = m3d_zoo.create_model(name, centre_clips=True, **small)
     with torch.no_grad():
         for p in centred.parameters():
             p.normal_(mean=1.0 if p.ndim == 1 else 0.0, std=0.05)
-    plain = m3d_zoo.create_model(name, num_classes=0, temporal_strides=1)
+    plain = m3d_zoo.create_model(name, **small)
     plain.load_state_dict(centred.state_dict())
     centred.eval(), plain.eval()
     x = torch.randn(2, 3, 8, 32, 16)

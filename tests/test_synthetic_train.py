@@ -7,7 +7,6 @@ without temporal modelling is blind by construction (benchmarks/synthetic_gait.p
 import importlib.util
 import os
 
-import torch
 
 _BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks', 'synthetic_gait.py')
 
@@ -24,13 +23,9 @@ def test_m3d_learns_motion_that_frame_averaging_cannot_see(tmp_path):
     root = str(tmp_path / 'gait')
     bench.make_data(root)  # the benchmark's set: 16 training identities, 8 unseen test identities
     chance = bench.chance_level(root)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # see tests/test_engine.py
-    try:
-        # 16 of the benchmark's 20 epochs (about 50 steps), where M3D already reaches 100% rank-1
-        res = bench.run(root, models=['m3d_resnet18'], output_dir=str(tmp_path / 'runs'), epochs=16)['m3d_resnet18']
-    finally:
-        torch.set_num_threads(n)
+    # 16 of the benchmark's 20 epochs (about 50 steps), where M3D already reaches 100% rank-1. Unlike the engine's tiny
+    # runs (tests/test_engine.py: one thread), this one is large enough to gain from the process's default threads.
+    res = bench.run(root, models=['m3d_resnet18'], output_dir=str(tmp_path / 'runs'), epochs=16)['m3d_resnet18']
     assert chance['rank1'] < 0.15
     assert res['rank1'] >= 0.625 and res['rank1'] > 4 * chance['rank1'], (res, chance)
     assert res['mAP'] >= 0.5 and res['mAP'] > 2 * chance['mAP'], (res, chance)
