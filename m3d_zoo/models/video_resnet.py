@@ -273,6 +273,28 @@ def _take_indices(num_features: int, indices: Optional[Union[int, Sequence[int]]
     return take
 
 
+def _make_stage(
+        block_cls: Type[nn.Module], inplanes: int, planes: int, num_blocks: int, stride: int, temporal_stride: int,
+        unit: Type[Unit], temporal_blocks: str, num_branches: int, norm_layer: Type[nn.Module],
+        act_layer: Type[nn.Module]) -> nn.Sequential:
+    """One stage: its first block strides (in space and time); the unit goes in every block, or in the first only
+    (`temporal_blocks='first'`, the others 2D)."""
+    blocks = []
+    for j in range(num_blocks):
+        block_unit = unit if temporal_blocks == 'all' or j == 0 else Unit2d
+        blocks.append(block_cls(
+            inplanes, planes,
+            stride=stride if j == 0 else 1,
+            temporal_stride=temporal_stride if j == 0 else 1,
+            unit=block_unit,
+            num_branches=num_branches if block_unit is unit else 1,
+            norm_layer=norm_layer,
+            act_layer=act_layer,
+        ))
+        inplanes = planes * block_cls.expansion
+    return nn.Sequential(*blocks)
+
+
 class VideoResNet(nn.Module):
     """ResNet over clips (B, 3, T, H, W) with a spatio-temporal unit, Residual Attention Layers and a ReID head.
 
@@ -364,20 +386,10 @@ class VideoResNet(nn.Module):
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
             stride = 1 if i == 0 else (last_stride if i == 3 else 2)
             reduction *= stride
-            blocks = []
-            for j in range(n):
-                block_unit = unit if temporal_blocks == 'all' or j == 0 else Unit2d
-                blocks.append(block_cls(
-                    inplanes, planes,
-                    stride=stride if j == 0 else 1,
-                    temporal_stride=temporal_strides[i] if j == 0 else 1,
-                    unit=block_unit,
-                    num_branches=stage_branches[i] if block_unit is unit else 1,
-                    norm_layer=norm_layer,
-                    act_layer=act_layer,
-                ))
-                inplanes = planes * block_cls.expansion
-            self.add_module(f'layer{i + 1}', nn.Sequential(*blocks))
+            self.add_module(f'layer{i + 1}', _make_stage(
+                block_cls, inplanes, planes, n, stride, temporal_strides[i], unit, temporal_blocks, stage_branches[i],
+                norm_layer, act_layer))
+            inplanes = planes * block_cls.expansion
             if ral and i < 3:
                 # RAL after stages 1-3 (none after stage 4), at the clip length that stage outputs.
                 self.add_module(f'ral{i + 1}', ResidualAttention(inplanes, frames[i + 1], ral))
