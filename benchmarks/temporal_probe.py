@@ -91,7 +91,8 @@ def _background(rng: np.random.Generator, size: Tuple[int, int]) -> np.ndarray:
     h, w = size
     colour = rng.uniform(40, 200, 3)
     coarse = rng.uniform(-50, 50, (4, 2, 3))
-    pattern = np.stack([np.asarray(Image.fromarray(coarse[..., c].astype(np.float32)).resize((w, h), Image.BILINEAR))
+    smooth = Image.Resampling.BILINEAR
+    pattern = np.stack([np.asarray(Image.fromarray(coarse[..., c].astype(np.float32)).resize((w, h), smooth))
                         for c in range(3)], -1)
     return (colour + pattern).astype(np.float32)
 
@@ -120,7 +121,7 @@ def _scaled(layer: np.ndarray, factor: float) -> np.ndarray:
     """A figure layer (H, W, 3) scaled by `factor` about the frame's centre, same size."""
     h, w = layer.shape[:2]
     sh, sw = max(1, round(h * factor)), max(1, round(w * factor))
-    big = np.stack([np.asarray(Image.fromarray(layer[..., c]).resize((sw, sh), Image.BILINEAR))
+    big = np.stack([np.asarray(Image.fromarray(layer[..., c]).resize((sw, sh), Image.Resampling.BILINEAR))
                     for c in range(3)], -1)
     out = np.zeros_like(layer)
     y0, x0 = (h - sh) // 2, (w - sw) // 2

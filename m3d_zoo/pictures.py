@@ -40,7 +40,7 @@ def strip(frames: Sequence[Frame], num: int = 6, size: Tuple[int, int] = (128, 6
           border: Optional[Tuple[int, int, int]] = None, label: str = '') -> Image.Image:
     """ `num` frames of a tracklet side by side at size (H, W), in a coloured border, with a label above. """
     h, w = size
-    shown = [_image(f).convert('RGB').resize((w, h), Image.BILINEAR) for f in _spread(frames, num)]
+    shown = [_image(f).convert('RGB').resize((w, h), Image.Resampling.BILINEAR) for f in _spread(frames, num)]
     width = len(shown) * w + (len(shown) - 1) * 2 + 2 * _BORDER
     img = Image.new('RGB', (width, h + 2 * _BORDER + _LABEL_H), 'white')
     draw = ImageDraw.Draw(img)
@@ -116,7 +116,7 @@ def contact_sheet(rows: Sequence[Tuple[str, Sequence[Tuple[str, Frame]]]], size:
         for c, (caption, crop) in enumerate(items[:max_per_row]):
             x = label_w + c * cell_w
             draw.text((x, y + 1), caption, fill='black')
-            sheet.paste(_image(crop).convert('RGB').resize((w, h), Image.BILINEAR), (x, y + _LABEL_H))
+            sheet.paste(_image(crop).convert('RGB').resize((w, h), Image.Resampling.BILINEAR), (x, y + _LABEL_H))
     return sheet
 
 

@@ -64,7 +64,7 @@ def render_pose_templates(cycle: int = 8, size: Tuple[int, int] = (256, 128)) ->
             a = math.radians(ang)
             d.line([x0, y0, x0 + length * math.sin(a), y0 + length * math.cos(a)], fill=colour, width=lw)
         if scale > 1:
-            img = img.resize((w, h), Image.LANCZOS)
+            img = img.resize((w, h), Image.Resampling.LANCZOS)
         out.append(np.asarray(img))
     return np.stack(out)
 

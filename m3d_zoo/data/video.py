@@ -119,11 +119,12 @@ def crop_box(frame: Image.Image, box: Sequence[float], size: Tuple[int, int] = (
         raise ValueError(f'box {tuple(box)} lies outside the {fw}x{fh} frame')
     h, w = size
     if mode == 'stretch':
-        return np.asarray(frame.resize((w, h), Image.BILINEAR, box=(x0, y0, x1, y1)))
+        return np.asarray(frame.resize((w, h), Image.Resampling.BILINEAR, box=(x0, y0, x1, y1)))
     scale = min(w / (x1 - x0), h / (y1 - y0))
     rw, rh = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
     canvas = Image.new('RGB', (w, h))
-    canvas.paste(frame.resize((rw, rh), Image.BILINEAR, box=(x0, y0, x1, y1)), ((w - rw) // 2, (h - rh) // 2))
+    shrunk = frame.resize((rw, rh), Image.Resampling.BILINEAR, box=(x0, y0, x1, y1))
+    canvas.paste(shrunk, ((w - rw) // 2, (h - rh) // 2))
     return np.asarray(canvas)
 
 

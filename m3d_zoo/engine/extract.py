@@ -302,7 +302,7 @@ def _video_tracklets(src: VideoSource, camera: int, size: Tuple[int, int], crop:
 def _thumbnail(t: VideoTracklet) -> np.ndarray:
     from PIL import Image
     middle = Image.fromarray(t.crops[len(t.crops) // 2])
-    return np.asarray(middle.resize(THUMBNAIL_SIZE[::-1], Image.BILINEAR))
+    return np.asarray(middle.resize(THUMBNAIL_SIZE[::-1], Image.Resampling.BILINEAR))
 
 
 def extract_videos(
