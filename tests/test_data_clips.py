@@ -114,7 +114,7 @@ def test_resize_matches_pil_and_takes_frames_of_any_size():
     t = VideoTransform((64, 32), mean=(0,) * 3, std=(1,) * 3)
     for hw in [(32, 16), (128, 64), (64, 32), (100, 37)]:
         img = Image.fromarray(rng.integers(0, 255, hw + (3,), dtype=np.uint8))
-        ref = np.asarray(img.resize((32, 64), Image.BILINEAR)).astype(np.float32) / 255
+        ref = np.asarray(img.resize((32, 64), Image.Resampling.BILINEAR)).astype(np.float32) / 255
         got = t([img, img])[:, 1].permute(1, 2, 0).numpy()
         assert np.abs(got - ref).max() <= 1.5 / 255, hw
     frames = [Image.new('RGB', (16, 32), (255, 0, 0)), Image.new('L', (40, 90), 255)]  # a tracker's varying boxes
