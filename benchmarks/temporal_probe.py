@@ -30,6 +30,9 @@ learnt models: `pair_matcher` compares consecutive-frame pairs (it sees transiti
     python benchmarks/temporal_probe.py study --root /tmp/probe --threads 1 --seeds 0 1 2 --json study.json
     python benchmarks/temporal_probe.py study --root /tmp/probe --models "M3D strides 1" --set temporal_lr_mult=10
     python benchmarks/temporal_probe.py study --setting gpu --root /data/probe_gpu --device cuda
+    # where M3D learns it on a CPU (benchmarks/RESULTS.md, "A larger test set, and more training identities"):
+    python benchmarks/temporal_probe.py study --root /tmp/p480 --data-set num_train_ids=480 --epochs 96 \\
+        --models "M3D strides 1" --centre --set noise_std=0.06 --threads 1
 
 The study trains each model with one recipe and budget and records, besides rank-1 / mAP on the unseen identities,
 what happens inside: the norm of each layer's temporal weights against its spatial conv's and of their gradients
