@@ -67,8 +67,8 @@ from m3d_zoo.data.synthetic import identity_orders, render_pose_templates  # noq
 from m3d_zoo.eval import evaluate_rank, format_table  # noqa: E402
 from m3d_zoo.layers import MultiScaleTemporal, TemporalConv  # noqa: E402
 
-# 2 CPU cores: 8-frame clips at 32x16, 48 training identities; one run of about two minutes per model (1 thread).
-# 100 test identities: with 20, one query is 5 points of rank-1, and an order-blind C2D scored 15% (chance 5%).
+# 2 CPU cores: 8-frame clips at 32x16, 48 training identities, so that a study run per model fits one thread.
+# 100 test identities: with 20, one query is 5 points of rank-1, too coarse to tell a model from chance.
 CPU = dict(num_train_ids=48, num_test_ids=100, tracklets_per_id=4, length=24, size=(32, 16), poses=8, noise=0.06,
            jitter=0, offset=2, clutter=0, scale=0.1, recolour=True,
            seed=0)
