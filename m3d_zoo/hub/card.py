@@ -5,7 +5,7 @@ table, evaluation protocol), `generate_model_card` writes it out with huggingfac
 (and escapes) the YAML metadata.
 """
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from ..eval.report import METRIC_LABELS, format_protocol, format_table, results_row
 from ..version import __version__
@@ -126,6 +126,135 @@ def _family(architecture: str) -> str:
     return 'a video person re-identification network'
 
 
+class _Facts(NamedTuple):
+    """What the card's sections read from config.json and the `model_card` content."""
+    arch: str
+    args: Dict[str, Any]
+    weights: Dict[str, Any]
+    zoo: Dict[str, Any]
+    num_frames: int
+    height: Optional[int]
+    width: Optional[int]
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    datasets: List[str]
+    repo_id: str
+    card: Dict[str, Any]
+    config: Dict[str, Any]
+
+
+def _facts(config: Dict[str, Any], card: Dict[str, Any], repo_id: Optional[str]) -> _Facts:
+    args = config.get('model_args') or {}
+    pcfg = config.get('pretrained_cfg') or {}
+    _, height, width = (list(pcfg.get('input_size') or (3, 256, 128)) + [None] * 3)[:3]
+    datasets = card.get('datasets') or []
+    return _Facts(
+        arch=config['architecture'], args=args, weights=config.get('weights') or {}, zoo=config.get('m3d_zoo') or {},
+        num_frames=args.get('num_frames', 8), height=height, width=width,
+        mean=tuple(pcfg.get('mean') or (0.485, 0.456, 0.406)), std=tuple(pcfg.get('std') or (0.229, 0.224, 0.225)),
+        datasets=[datasets] if isinstance(datasets, str) else list(datasets),
+        repo_id=repo_id or f'{HF_ORG}/{config["architecture"]}', card=card, config=config)
+
+
+def _intro(f: _Facts) -> List[str]:
+    return [f'# {f.repo_id.split("/")[-1]}', '', f.card.get('description') or (
+        f'`{f.arch}` is {_family(f.arch)}, from m3d_zoo, the model zoo of '
+        f'*{PAPER_TITLE}* (Li, Zhang and Huang, AAAI 2019). Given a short video clip of one person (a tracklet '
+        f'crop), it produces an embedding for video-based person re-identification: matching the same person across '
+        f'cameras by comparing embeddings.'), '']
+
+
+def _model_details(f: _Facts) -> List[str]:
+    num_classes = f.config.get('num_classes', f.args.get('num_classes'))
+    out = ['## Model details', '',
+           f'- **Architecture:** `{f.arch}` (m3d_zoo {f.zoo.get("version", __version__)}, built on timm)']
+    if f.zoo.get('num_params'):
+        out += [f"- **Parameters:** {f.zoo['num_params'] / 1e6:.2f} M"]
+    out += [f"- **Embedding size:** {f.config.get('num_features')} (the output with `num_classes=0`)"]
+    if num_classes:
+        out += [f'- **Classifier:** {num_classes} training identities (replace it or pass `num_classes=0`)']
+    out += [f'- **Frames per clip (T):** {f.num_frames}',
+            f"- **Source weights:** {f.zoo.get('source_weights', 'unknown')}"]
+    if f.weights.get('sha256'):
+        out += [f"- **Weights:** `{f.weights.get('file', WEIGHTS_NAME)}`, sha256 `{f.weights['sha256']}` "
+                f"(verified by m3d_zoo on load)"]
+    return out + [f'- **Paper:** [{PAPER_TITLE}]({PAPER_URL})',
+                  '- **Construction arguments** (`model_args` in config.json, used to rebuild the model):', '',
+                  '```json', json.dumps(f.args, indent=2, sort_keys=True), '```', '']
+
+
+def _input(f: _Facts) -> List[str]:
+    out = ['## Input', '',
+           f'- A float tensor of shape `(B, 3, T, H, W)` = `(B, 3, {f.num_frames}, {f.height}, {f.width})`: B clips '
+           f'of T={f.num_frames} consecutive frames, RGB, each frame resized to {f.height}x{f.width} (height x width).',
+           f'- Pixel values scaled to [0, 1], then normalised per channel with the ImageNet mean {f.mean} and '
+           f'std {f.std}.',
+           '- Output: with `num_classes=0` the embedding `(B, D)`; otherwise classification logits over the '
+           'training identities.',
+           '- A tracklet of L frames is cut into floor(L/T) clips of T consecutive frames (shorter ones are looped '
+           'up to T); the clip embeddings are averaged and tracklets ranked by Euclidean distance, as in the paper.']
+    if f.arch.startswith(('m3d_ral', 'two_stream')):
+        out += [f'- The temporal attention branch is built for T={f.num_frames}: clips of another length are '
+                f'rejected.']
+    return out + ['']
+
+
+def _usage(f: _Facts) -> List[str]:
+    return ['## Usage', '', '```python', 'import torch', 'import m3d_zoo', '',
+            f'model = m3d_zoo.create_model("hf-hub:{f.repo_id}", pretrained=True, num_classes=0).eval()',
+            f'clips = torch.randn(2, 3, {f.num_frames}, {f.height}, {f.width})  # ImageNet-normalised RGB clips',
+            'with torch.no_grad():',
+            '    embeddings = model(clips)  # (2, D)',
+            '```', '',
+            'Offline: once downloaded, the model loads from the Hugging Face cache with `HF_HUB_OFFLINE=1`; '
+            '`m3d_zoo.create_model("local-dir:/path/to/folder", pretrained=True)` loads a local copy of this repo.',
+            '']
+
+
+def _training_and_evaluation(f: _Facts) -> List[str]:
+    training = f.card.get('training') or {}
+    out = ['## Training data', '']
+    if not (f.datasets or training):
+        out += ['These weights were not trained for re-identification by this release: they are the '
+                f"initialisation ({f.zoo.get('source_weights', 'unknown')}) or an untrained model. Fine-tune before "
+                'use.', '']
+    else:
+        if f.datasets:
+            out += [f"Trained on {', '.join(f.datasets)}.", '']
+        out += [f'- **{k}:** {v}' for k, v in training.items()] + ['']
+    if f.card.get('metrics'):
+        out += ['## Evaluation', '', format_table(f.card['metrics'], 'Dataset'), '']
+        if f.card.get('eval_protocol'):
+            out += [str(f.card['eval_protocol']), '']
+    return out
+
+
+_USE_AND_RISKS = [
+    '## Intended use', '',
+    '- Research on video-based person re-identification: reproducing and extending the paper\'s experiments, '
+    'benchmarking, and studying temporal modelling.',
+    '- A backbone to fine-tune on re-identification data for which the people filmed have given their '
+    'consent, or where another lawful basis exists and is documented.', '',
+    '## Limitations and risks', '',
+    '**Person re-identification is surveillance technology.** Its purpose is to recognise the same person '
+    'across cameras and over time, which makes it possible to track individuals, usually without their '
+    'knowledge. It can be used to monitor people, to follow them through public spaces, and to chill '
+    'lawful activity such as protest, and its errors fall on the people wrongly matched. In many '
+    'jurisdictions such processing is regulated (for example as personal or biometric data under the '
+    'GDPR, and by the EU AI Act), and some uses are prohibited.',
+    '',
+    '- Do not use this model to identify, track or profile people without a lawful basis, their informed '
+    'consent where required, and meaningful human oversight. It must never be the sole basis of a decision '
+    'about a person.',
+    '- A match is a similarity score, not an identification: rank lists contain errors and need human '
+    'verification.',
+    '- Accuracy drops under domain shift: other cameras, viewpoints, resolutions, lighting, crowd density or '
+    'clothing changes than in the training data. Benchmark numbers do not transfer to deployments.',
+    '- It has not been evaluated for differences in accuracy across demographic groups.',
+    '- Public re-identification benchmarks were recorded of people who did not all consent to it; check the '
+    'terms and status of any dataset before use (some, e.g. DukeMTMC, have been withdrawn).', '']
+
+
 def generate_model_card(config: Dict[str, Any], model_card: Optional[Dict[str, Any]] = None,
                         repo_id: Optional[str] = None) -> str:
     """Write a README.md model card for a saved model.
@@ -139,119 +268,14 @@ def generate_model_card(config: Dict[str, Any], model_card: Optional[Dict[str, A
         The card, YAML metadata included.
     """
     from huggingface_hub import ModelCard, ModelCardData
-    card = dict(model_card or {})
-    arch = config['architecture']
-    args = config.get('model_args') or {}
-    pcfg = config.get('pretrained_cfg') or {}
-    weights = config.get('weights') or {}
-    zoo = config.get('m3d_zoo') or {}
-    num_frames = args.get('num_frames', 8)
-    _, height, width = (list(pcfg.get('input_size') or (3, 256, 128)) + [None] * 3)[:3]
-    mean = tuple(pcfg.get('mean') or (0.485, 0.456, 0.406))
-    std = tuple(pcfg.get('std') or (0.229, 0.224, 0.225))
-    datasets = card.get('datasets') or []
-    if isinstance(datasets, str):
-        datasets = [datasets]
-    metrics = card.get('metrics') or {}
-    num_classes = config.get('num_classes', args.get('num_classes'))
-    repo_id = repo_id or f'{HF_ORG}/{arch}'
-    tags = card.get('tags') or ['video', 'person-reid', 'person-re-identification', 'm3d_zoo', 'timm']
-
-    name = repo_id.split('/')[-1]
-    data = ModelCardData(license=card.get('license', 'apache-2.0'), library_name='timm', model_name=name, tags=tags,
-                         datasets=[d.lower() for d in datasets] or None)
-
-    out = [f'# {name}', '']
-    out += [card.get('description') or (
-        f'`{arch}` is {_family(arch)}, from m3d_zoo, the model zoo of '
-        f'*{PAPER_TITLE}* (Li, Zhang and Huang, AAAI 2019). Given a short video clip of one person (a tracklet '
-        f'crop), it produces an embedding for video-based person re-identification: matching the same person across '
-        f'cameras by comparing embeddings.'), '']
-
-    out += ['## Model details', '']
-    out += [f'- **Architecture:** `{arch}` (m3d_zoo {zoo.get("version", __version__)}, built on timm)']
-    if zoo.get('num_params'):
-        out += [f"- **Parameters:** {zoo['num_params'] / 1e6:.2f} M"]
-    out += [f"- **Embedding size:** {config.get('num_features')} (the output with `num_classes=0`)"]
-    if num_classes:
-        out += [f'- **Classifier:** {num_classes} training identities (replace it or pass `num_classes=0`)']
-    out += [f'- **Frames per clip (T):** {num_frames}']
-    out += [f"- **Source weights:** {zoo.get('source_weights', 'unknown')}"]
-    if weights.get('sha256'):
-        out += [f"- **Weights:** `{weights.get('file', WEIGHTS_NAME)}`, sha256 `{weights['sha256']}` "
-                f"(verified by m3d_zoo on load)"]
-    out += [f'- **Paper:** [{PAPER_TITLE}]({PAPER_URL})']
-    out += ['- **Construction arguments** (`model_args` in config.json, used to rebuild the model):', '',
-            '```json', json.dumps(args, indent=2, sort_keys=True), '```', '']
-
-    out += ['## Input', '']
-    out += [f'- A float tensor of shape `(B, 3, T, H, W)` = `(B, 3, {num_frames}, {height}, {width})`: B clips of '
-            f'T={num_frames} consecutive frames, RGB, each frame resized to {height}x{width} (height x width).',
-            f'- Pixel values scaled to [0, 1], then normalised per channel with the ImageNet mean {mean} and '
-            f'std {std}.',
-            '- Output: with `num_classes=0` the embedding `(B, D)`; otherwise classification logits over the '
-            'training identities.',
-            '- A tracklet of L frames is cut into floor(L/T) clips of T consecutive frames (shorter ones are looped '
-            'up to T); the clip embeddings are averaged and tracklets ranked by Euclidean distance, as in the paper.']
-    if arch.startswith(('m3d_ral', 'two_stream')):
-        out += [f'- The temporal attention branch is built for T={num_frames}: clips of another length are '
-                f'rejected.']
-    out += ['']
-
-    out += ['## Usage', '', '```python', 'import torch', 'import m3d_zoo', '',
-            f'model = m3d_zoo.create_model("hf-hub:{repo_id}", pretrained=True, num_classes=0).eval()',
-            f'clips = torch.randn(2, 3, {num_frames}, {height}, {width})  # ImageNet-normalised RGB clips',
-            'with torch.no_grad():',
-            '    embeddings = model(clips)  # (2, D)',
-            '```', '',
-            'Offline: once downloaded, the model loads from the Hugging Face cache with `HF_HUB_OFFLINE=1`; '
-            '`m3d_zoo.create_model("local-dir:/path/to/folder", pretrained=True)` loads a local copy of this repo.',
-            '']
-
-    out += ['## Training data', '']
-    if datasets or card.get('training'):
-        if datasets:
-            out += [f"Trained on {', '.join(datasets)}.", '']
-        for k, v in (card.get('training') or {}).items():
-            out += [f'- **{k}:** {v}']
-        out += ['']
-    else:
-        out += ['These weights were not trained for re-identification by this release: they are the '
-                f"initialisation ({zoo.get('source_weights', 'unknown')}) or an untrained model. Fine-tune before "
-                'use.', '']
-
-    if metrics:
-        out += ['## Evaluation', '', format_table(metrics, 'Dataset'), '']
-        if card.get('eval_protocol'):
-            out += [str(card['eval_protocol']), '']
-
-    out += ['## Intended use', '',
-            '- Research on video-based person re-identification: reproducing and extending the paper\'s experiments, '
-            'benchmarking, and studying temporal modelling.',
-            '- A backbone to fine-tune on re-identification data for which the people filmed have given their '
-            'consent, or where another lawful basis exists and is documented.', '']
-
-    out += ['## Limitations and risks', '',
-            '**Person re-identification is surveillance technology.** Its purpose is to recognise the same person '
-            'across cameras and over time, which makes it possible to track individuals, usually without their '
-            'knowledge. It can be used to monitor people, to follow them through public spaces, and to chill '
-            'lawful activity such as protest, and its errors fall on the people wrongly matched. In many '
-            'jurisdictions such processing is regulated (for example as personal or biometric data under the '
-            'GDPR, and by the EU AI Act), and some uses are prohibited.',
-            '',
-            '- Do not use this model to identify, track or profile people without a lawful basis, their informed '
-            'consent where required, and meaningful human oversight. It must never be the sole basis of a decision '
-            'about a person.',
-            '- A match is a similarity score, not an identification: rank lists contain errors and need human '
-            'verification.',
-            '- Accuracy drops under domain shift: other cameras, viewpoints, resolutions, lighting, crowd density or '
-            'clothing changes than in the training data. Benchmark numbers do not transfer to deployments.',
-            '- It has not been evaluated for differences in accuracy across demographic groups.',
-            '- Public re-identification benchmarks were recorded of people who did not all consent to it; check the '
-            'terms and status of any dataset before use (some, e.g. DukeMTMC, have been withdrawn).', '']
-    if card.get('notes'):
-        out += ['## Notes', '', str(card['notes']), '']
-
+    f = _facts(config, dict(model_card or {}), repo_id)
+    tags = f.card.get('tags') or ['video', 'person-reid', 'person-re-identification', 'm3d_zoo', 'timm']
+    data = ModelCardData(license=f.card.get('license', 'apache-2.0'), library_name='timm',
+                         model_name=f.repo_id.split('/')[-1], tags=tags,
+                         datasets=[d.lower() for d in f.datasets] or None)
+    out = _intro(f) + _model_details(f) + _input(f) + _usage(f) + _training_and_evaluation(f) + _USE_AND_RISKS
+    if f.card.get('notes'):
+        out += ['## Notes', '', str(f.card['notes']), '']
     out += ['## Citation', '', '```bibtex', PAPER_CITATION, '```', '']
     # the metadata as huggingface_hub writes it (YAML, escaped), above the body
     return str(ModelCard(f'---\n{data.to_yaml()}\n---\n\n' + '\n'.join(out)))
