@@ -397,76 +397,88 @@ def evaluate_rank(
     device = device if isinstance(device, torch.device) else torch.device('cpu')
     q_pids, q_camids, g_pids, g_camids = _checked_ids(num_q, num_g, device, q_pids, q_camids, g_pids, g_camids)
     q_self = None if query_gallery_index is None else _checked_self_index(query_gallery_index, num_q, num_g, device)
-    junk = junk_pids if isinstance(junk_pids, torch.Tensor) else np.asarray(
-        list(junk_pids) if isinstance(junk_pids, (set, frozenset)) else junk_pids)
-    g_junk = torch.isin(g_pids, _as_ids(junk.reshape(-1), 'junk_pids', device)).unsqueeze(0)
+    g_junk = _junk_mask(junk_pids, g_pids, device)
     if chunk_size is None:
         chunk_size = max(1, (max_chunk_memory_mb << 20) // (_BYTES_PER_ELEMENT * max(num_g, 1)))
-
-    cmc_sum = torch.zeros(max_rank, dtype=torch.float64)
-    ap_all = torch.full((num_q,), float('nan'), dtype=torch.float64)
-    inp_all = torch.full((num_q,), float('nan'), dtype=torch.float64)
-    first_all = torch.zeros(num_q, dtype=torch.int64)
-    npos_all = torch.zeros(num_q, dtype=torch.int64)
-    ranks_1 = torch.arange(1, max_rank + 1, dtype=torch.float64)
+    tally = _Tally(num_q, max_rank, ap_mode)
     for s in range(0, num_q, chunk_size):
         e = min(s + chunk_size, num_q)
-        d = _as_numeric_tensor(distmat[s:e], 'distmat', 'distances').to(device)
-        if not d.is_floating_point() or d.dtype in (torch.float16, torch.bfloat16):
-            d = d.float()
-        nan = torch.isnan(d)
-        if nan.any():
-            _raise_nan(distmat, nan, s, e)
-        ranks, npos = _chunk_ranks(d, q_pids[s:e], q_camids[s:e], g_pids, g_camids, g_junk, same_camera,
-                                   None if q_self is None else q_self[s:e])
-        del d
-        ranks, npos = ranks.cpu(), npos.cpu()
+        ranks, npos = _chunk_ranks(_chunk_distances(distmat, s, e, device), q_pids[s:e], q_camids[s:e], g_pids,
+                                   g_camids, g_junk, same_camera, None if q_self is None else q_self[s:e])
+        tally.add(s, e, ranks.cpu(), npos.cpu())
+    return tally.results(num_g, gallery_mode, same_camera, return_per_query)
+
+
+def _junk_mask(junk_pids, g_pids: torch.Tensor, device) -> torch.Tensor:
+    """(1, G) True where a gallery item's id is one of `junk_pids` (a sequence, set or tensor of ids)."""
+    junk = junk_pids if isinstance(junk_pids, torch.Tensor) else np.asarray(
+        list(junk_pids) if isinstance(junk_pids, (set, frozenset)) else junk_pids)
+    return torch.isin(g_pids, _as_ids(junk.reshape(-1), 'junk_pids', device)).unsqueeze(0)
+
+
+def _chunk_distances(distmat, s: int, e: int, device) -> torch.Tensor:
+    """Rows s:e of the distance matrix as a float tensor on `device`; NaN distances are an error."""
+    d = _as_numeric_tensor(distmat[s:e], 'distmat', 'distances').to(device)
+    if not d.is_floating_point() or d.dtype in (torch.float16, torch.bfloat16):
+        d = d.float()
+    nan = torch.isnan(d)
+    if nan.any():
+        _raise_nan(distmat, nan, s, e)
+    return d
+
+
+class _Tally:
+    """Per-query AP, INP, first hit and match counts, and the CMC sum, filled chunk by chunk."""
+
+    def __init__(self, num_q: int, max_rank: int, ap_mode: str):
+        self.max_rank, self.ap_mode = max_rank, ap_mode
+        self.cmc_sum = torch.zeros(max_rank, dtype=torch.float64)
+        self.ap = torch.full((num_q,), float('nan'), dtype=torch.float64)
+        self.inp = torch.full((num_q,), float('nan'), dtype=torch.float64)
+        self.first = torch.zeros(num_q, dtype=torch.int64)
+        self.npos = torch.zeros(num_q, dtype=torch.int64)
+
+    def add(self, s: int, e: int, ranks: torch.Tensor, npos: torch.Tensor) -> None:
+        """Queries s:e: `ranks` (n, G) the 1-based ranks of each query's true matches, `npos` (n,) their count."""
+        self.npos[s:e] = npos
         valid = npos > 0
         if not valid.any():
-            continue
+            return
         ranks, npos_v = ranks[valid], npos[valid].double()
-        ap = _average_precision(ranks, npos_v, ap_mode)
         last_rank = ranks.gather(1, (npos_v.long() - 1).unsqueeze(1)).squeeze(1)
         first = ranks[:, 0]
-        cmc_sum += (first.unsqueeze(1) <= ranks_1.unsqueeze(0)).double().sum(0)
+        ranks_1 = torch.arange(1, self.max_rank + 1, dtype=torch.float64)
+        self.cmc_sum += (first.unsqueeze(1) <= ranks_1.unsqueeze(0)).double().sum(0)
         idx = torch.arange(s, e)[valid]
-        ap_all[idx] = ap
-        inp_all[idx] = npos_v / last_rank
-        first_all[idx] = first.long()
-        npos_all[torch.arange(s, e)] = npos
+        self.ap[idx] = _average_precision(ranks, npos_v, self.ap_mode)
+        self.inp[idx] = npos_v / last_rank
+        self.first[idx] = first.long()
 
-    valid_all = ~torch.isnan(ap_all)
-    num_valid = int(valid_all.sum())
-    if num_valid == 0:
-        if same_camera:
-            raise EvaluationError('No query has a true match in the gallery (same id): nothing to evaluate. Check that '
-                                  'query and gallery share person ids.')
-        raise EvaluationError(
-            'No query has a true match in the gallery (same id, other camera): nothing to evaluate. Check that query '
-            'and gallery share person ids, and that the camera ids differ between a query and its matches (a match '
-            'in the same camera is ignored; for data from a single camera, pass same_camera=True, or --same-camera '
-            'to m3d-zoo evaluate).')
-    cmc = (cmc_sum / num_valid).numpy()
-    out = {
-        'cmc': cmc,
-        'mAP': float(ap_all[valid_all].mean()),
-        'mINP': float(inp_all[valid_all].mean()),
-        'num_valid_queries': num_valid,
-        'num_queries': num_q,
-        'num_skipped_queries': num_q - num_valid,
-        'num_gallery': num_g,
-        'ap_mode': ap_mode,
-        'gallery_mode': gallery_mode,
-        'same_camera': bool(same_camera),
-    }
-    for r in (1, 5, 10, 20):
-        if r <= max_rank:
-            out[f'rank{r}'] = float(cmc[r - 1])
-    if return_per_query:
-        out['ap'] = ap_all.numpy()
-        out['first_hit_rank'] = first_all.numpy()
-        out['num_matches'] = npos_all.numpy()
-    return out
+    def results(self, num_g: int, gallery_mode: Optional[str], same_camera: bool, per_query: bool) -> Dict[str, Any]:
+        valid = ~torch.isnan(self.ap)
+        num_valid, num_q = int(valid.sum()), len(self.ap)
+        if num_valid == 0:
+            _raise_no_match(same_camera)
+        cmc = (self.cmc_sum / num_valid).numpy()
+        out = {'cmc': cmc, 'mAP': float(self.ap[valid].mean()), 'mINP': float(self.inp[valid].mean()),
+               'num_valid_queries': num_valid, 'num_queries': num_q, 'num_skipped_queries': num_q - num_valid,
+               'num_gallery': num_g, 'ap_mode': self.ap_mode, 'gallery_mode': gallery_mode,
+               'same_camera': bool(same_camera)}
+        out.update({f'rank{r}': float(cmc[r - 1]) for r in (1, 5, 10, 20) if r <= self.max_rank})
+        if per_query:
+            out.update(ap=self.ap.numpy(), first_hit_rank=self.first.numpy(), num_matches=self.npos.numpy())
+        return out
+
+
+def _raise_no_match(same_camera: bool):
+    if same_camera:
+        raise EvaluationError('No query has a true match in the gallery (same id): nothing to evaluate. Check that '
+                              'query and gallery share person ids.')
+    raise EvaluationError(
+        'No query has a true match in the gallery (same id, other camera): nothing to evaluate. Check that query '
+        'and gallery share person ids, and that the camera ids differ between a query and its matches (a match '
+        'in the same camera is ignored; for data from a single camera, pass same_camera=True, or --same-camera '
+        'to m3d-zoo evaluate).')
 
 
 def evaluate_embeddings(
