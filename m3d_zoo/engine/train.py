@@ -29,7 +29,8 @@ is gone) is taken over with a warning; `force_unlock` (`--force-unlock`) takes o
 
 Determinism: every epoch reseeds Python, NumPy and torch from (seed, epoch, rank), and the batches depend only
 on (seed, epoch), so `--resume` from the checkpoint of epoch k continues exactly as the uninterrupted run would
-(bit for bit on the CPU; up to GPU kernel non-determinism elsewhere). A run stopped by a budget inside an epoch
+(bit for bit on the CPU in float32 and float16 AMP; bfloat16 AMP on the CPU, like GPU kernels, is not bit-repeatable
+between runs, so there the resumed run matches up to rounding). A run stopped by a budget inside an epoch
 resumes at that epoch's next batch; its clips and augmentations then differ from the uninterrupted run's.
 
 A fresh run (no `resume`) refuses a folder that holds an earlier run's checkpoint or metrics, unless `overwrite`,
