@@ -1,9 +1,11 @@
-""" Runtime settings that fit the machine: data-loading workers for its CPUs, and fast CPU inference. """
+""" Runtime settings that fit the machine: data-loading workers for its CPUs, fast CPU inference and training. """
+import contextlib
 import ctypes
 import os
 import sys
+from typing import Iterator
 
-__all__ = ['available_cpus', 'default_num_workers', 'tune_cpu_allocator']
+__all__ = ['available_cpus', 'default_num_workers', 'tune_cpu_allocator', 'flush_denormals']
 
 MAX_DEFAULT_WORKERS = 4  # enough to keep a GPU fed from decoded frames; more mostly costs memory
 
@@ -63,3 +65,29 @@ def tune_cpu_allocator(top_pad_mb: int = 512) -> bool:
     libc.free.argtypes = [ctypes.c_void_p]
     libc.free(libc.malloc(ctypes.c_size_t(_MMAP_THRESHOLD_MAX // 2)))
     return True
+
+
+def _denormals_flushed() -> bool:
+    import torch
+    # With flushing on, a subnormal input reads as zero (DAZ), so doubling the smallest subnormals gives 0.
+    return float((torch.tensor([1e-44]) * 2).item()) == 0.0
+
+
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[bool]:
+    """Treat subnormal floats as zero on the CPU (`torch.set_flush_denormal`) inside the block, then restore.
+
+    A weight that gets no gradient from the data (a 3x3 tap that reads only padding, e.g. in the last stage of a net
+    fed small frames) decays under Adam with L2 weight decay geometrically into the subnormal range and stays there;
+    its optimizer state follows. On many x86 CPUs arithmetic on subnormals is several times slower, so such a run slows
+    down step by step as taps die (benchmarks/RESULTS.md, "Subnormal weights"). Flushed, those values are zero; nothing
+    above 1.2e-38 changes. Yields whether flushing is supported (x86 with SSE3; elsewhere nothing changes).
+    """
+    import torch
+    before = _denormals_flushed()
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield supported
+    finally:
+        if supported:
+            torch.set_flush_denormal(before)

@@ -149,6 +149,20 @@ def test_temporal_kernels_get_their_own_lr_multiplier():
         get_recipe('modern', temporal_lr_mult=0.)
 
 
+def _subnormals_flushed() -> bool:
+    return float((torch.tensor([1e-39]) * 1.5).item()) == 0.0
+
+
+def test_training_runs_with_subnormals_flushed_and_restores_the_setting(gait_root, tmp_path):
+    # a tap that reads only padding decays under Adam + weight decay into subnormals, which slow CPU arithmetic
+    model = m3d_zoo.create_model('m3d_resnet18', num_classes=6, num_frames=4, **TINY_MODEL)
+    seen = []
+    model.get_submodule('conv1').register_forward_pre_hook(lambda m, args: seen.append(_subnormals_flushed()))
+    _run(gait_root, tmp_path / 'run', model=model, epochs=1)
+    assert len(seen) > 1 and all(seen), seen
+    assert not _subnormals_flushed()
+
+
 def test_the_recipes_pixel_noise_reaches_the_training_clips(gait_root):
     from m3d_zoo.data import create_dataset
     from m3d_zoo.engine.distributed import DistInfo

@@ -1,9 +1,11 @@
-""" m3d_zoo.utils: the CPU allocator setting must stop repeated forwards from page-faulting their memory back in. """
+""" m3d_zoo.utils: the CPU allocator setting must stop repeated forwards from page-faulting their memory back in;
+subnormal floats are flushed inside `flush_denormals` and only there. """
 import ctypes
 import subprocess
 import sys
 
 import pytest
+import torch
 
 import m3d_zoo
 
@@ -107,3 +109,26 @@ def test_the_training_loader_defaults_to_the_machines_worker_count(monkeypatch):
         loader = train_module.build_train_loader(data, m3d_zoo.create_model('c2d_resnet18'),
                                                  get_recipe('modern', batch_size=4, num_instances=2), info)
         assert loader.num_workers == 3
+
+
+def _subnormal_survives() -> bool:
+    return float((torch.tensor([1e-39]) * 1.5).item()) != 0.0
+
+
+def test_flush_denormals_zeroes_subnormals_inside_and_restores_the_setting():
+    from m3d_zoo.utils import flush_denormals
+    assert _subnormal_survives()
+    with flush_denormals() as supported:
+        if not supported:
+            pytest.skip('torch.set_flush_denormal is not supported on this CPU')
+        assert not _subnormal_survives()
+        assert float((torch.tensor([1e-30]) * 1e-10).item()) == 0.0  # an underflowing result is flushed too
+        assert float((torch.tensor([1e-30]) * 1e3).item()) == pytest.approx(1e-27)  # normal floats are untouched
+    assert _subnormal_survives()
+    torch.set_flush_denormal(True)  # a caller's own setting outlives the block
+    try:
+        with flush_denormals():
+            pass
+        assert not _subnormal_survives()
+    finally:
+        torch.set_flush_denormal(False)

@@ -32,6 +32,8 @@ on (seed, epoch), so `--resume` from the checkpoint of epoch k continues exactly
 (bit for bit on the CPU in float32 and float16 AMP; bfloat16 AMP on the CPU, like GPU kernels, is not bit-repeatable
 between runs, so there the resumed run matches up to rounding). A run stopped by a budget inside an epoch
 resumes at that epoch's next batch; its clips and augmentations then differ from the uninterrupted run's.
+The run treats subnormal floats as zero on the CPU (`m3d_zoo.utils.flush_denormals`): weights that get no gradient
+decay into them under Adam with weight decay, and would slow every later step.
 
 A fresh run (no `resume`) refuses a folder that holds an earlier run's checkpoint or metrics, unless `overwrite`,
 which moves the earlier run's files into `replaced-<date>-<time>/` inside the folder.
@@ -67,7 +69,7 @@ from timm.utils import distribute_bn, unwrap_model
 from m3d_zoo.data import (
     ClipDataset, DatasetError, PKBatchSampler, RandomBatchSampler, VideoReIDDataset, create_dataset,
     create_video_transform, hold_out_identities, validation_dataset)
-from m3d_zoo.utils import default_num_workers
+from m3d_zoo.utils import default_num_workers, flush_denormals
 
 from .._io import move_into
 from ..layers import TemporalConv
@@ -961,7 +963,8 @@ def train(
             grad_checkpointing=grad_checkpointing, sync_bn=sync_bn, num_workers=num_workers,
             eval_batch_size=eval_batch_size, progress=progress, push_to_hub=push_to_hub, val_ids=val_ids,
             eval_test=eval_test, max_steps=max_steps, time_budget=time_budget, save_interval=save_interval)
-        return Trainer(info, _resolve_recipe(recipe, recipe_overrides), output_dir, opts).run()
+        with flush_denormals():  # dead taps' weights decay into subnormals, which slow CPU arithmetic several-fold
+            return Trainer(info, _resolve_recipe(recipe, recipe_overrides), output_dir, opts).run()
     finally:
         if lock is not None:
             lock.release()
