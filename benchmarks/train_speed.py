@@ -4,8 +4,10 @@
     python benchmarks/train_speed.py                     # CPU, ResNet-50, 8x256x128: step, memory and loader tables
     python benchmarks/train_speed.py --sections step --device cuda --dtype bf16 --channels-last --batch-size 32
     python benchmarks/train_speed.py --sections loader --loader-frames 256 128 1024 512
+    python benchmarks/train_speed.py --sections subnormal --depth resnet18 --img-size 32 16 --batch-size 16 \
+        --num-instances 4 --rounds 5
 
-Three sections (`--sections`, default all):
+Four sections (`--sections`, default all but subnormal):
 
 - step: one training step of the modern recipe (forward, the cross-entropy and batch-hard triplet losses, backward,
   Adam) for every Table 1 family plus M3D+RAL and the two-stream net, on a P x K batch of random clips. The models
@@ -22,8 +24,15 @@ Three sections (`--sections`, default all):
   section's training clips/s, and the workers per GPU that the measured GPU rate (or the paper's TITAN X rate)
   would need. Each decoder's pixels are compared with PIL's full decode after the same resize; the fastest decoder
   that gives the same pixels (a mean difference of at most 0.5 levels) is the one to use.
+- subnormal: what weights that get no gradient from the data cost once Adam with weight decay has driven them into
+  the subnormal floats (frames so small that a 3x3 tap reads only padding). The M3D row's step, timed in interleaved
+  rounds from three snapshots of the same model and optimizer: as built, with those weights and their first moments
+  set to where Adam leaves them (found by running the recipe's Adam on zero gradients), and that again inside
+  `m3d_zoo.utils.flush_denormals`, as `m3d_zoo.engine.train` runs. Frames large enough that every tap reads data
+  have nothing to measure.
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -45,6 +54,7 @@ from _bench import add_output_args, emit, machine_info, markdown_table, median_r
 from m3d_zoo.data import FRAME_DECODERS, create_dataset, read_frame, read_image
 from m3d_zoo.engine import ReidLoss, build_optimizer, build_train_loader, get_recipe
 from m3d_zoo.engine.distributed import DistInfo
+from m3d_zoo.utils import flush_denormals
 
 # Row key -> (label, model family). The 2D row comes first: it is every ratio's reference.
 ROWS = {
@@ -57,7 +67,8 @@ ROWS = {
     'm3d_ral': ('M3D+RAL', 'm3d_ral'),
     'two_stream': ('Two-stream', 'two_stream_m3d'),
 }
-SECTIONS = ('step', 'memory', 'loader')
+SECTIONS = ('step', 'memory', 'loader', 'subnormal')
+DEFAULT_SECTIONS = ('step', 'memory', 'loader')
 MARS_IDS = 625  # the classifier of a MARS fine-tuning run
 PAPER_2D_FPS = 796.  # the paper's 2D net on a TITAN X (Table 1), frames/s at inference
 # Two decoders give "the same pixels" when they differ by at most this many levels on average: libjpeg builds differ
@@ -158,6 +169,63 @@ def run_step(args: argparse.Namespace, device: torch.device, log) -> List[Dict[s
             ms_per_clip=round(t * 1e3, 1), clips_per_s=round(1 / t, 3), speed_vs_2d=round(speed, 3),
             gflop_per_s=round(e['gflops'] / t, 1), flop_rate_vs_2d=round(speed * e['gflops'] / ref['gflops'], 3)))
     return rows
+
+
+def _where_adam_leaves_dead_weights(recipe, steps: int = 3000) -> Dict[str, float]:
+    """A weight and its first moment after `steps` Adam steps (the recipe's lr and weight decay) with no gradient from
+    the data: the decay pulls them geometrically towards zero, into the subnormal floats, where they stay."""
+    w = torch.nn.Parameter(torch.tensor([0.02, -0.05]))
+    opt = torch.optim.Adam([w], lr=recipe.lr, weight_decay=recipe.weight_decay)
+    for _ in range(steps):
+        w.grad = torch.zeros_like(w)
+        opt.step()
+    return dict(weight=float(w.detach().abs().max()), exp_avg=float(opt.state[w]['exp_avg'].abs().max()))
+
+
+def run_subnormal(args: argparse.Namespace, device: torch.device, log) -> Dict[str, Any]:
+    """The subnormal section: one model, three snapshots of its state, timed in interleaved rounds."""
+    step = TrainStep('m3d', args, device)
+    step()  # Adam's state exists
+    step.optimizer.zero_grad(set_to_none=True)
+    step.loss_fn(step.model.forward_train(step.x), step.pids)[0].backward()
+    dead = {p: p.grad == 0 for p in step.model.parameters() if p.grad is not None}
+    step.optimizer.zero_grad(set_to_none=True)
+    num_dead = sum(int(m.sum()) for m in dead.values())
+    num_params = sum(p.numel() for p in step.model.parameters())
+    left = _where_adam_leaves_dead_weights(step.recipe)
+    out = dict(model=step.name, dead_weights=num_dead, params=num_params, subnormal_weight=left['weight'],
+               subnormal_exp_avg=left['exp_avg'])
+    log(f'{step.name}: {num_dead} of {num_params} weights get no gradient from the data; Adam leaves them at '
+        f"{left['weight']:.3g} (first moment {left['exp_avg']:.3g})")
+    if not num_dead or left['weight'] >= torch.finfo(torch.float32).tiny:  # nothing subnormal to time
+        return out
+    fresh = copy.deepcopy((step.model.state_dict(), step.optimizer.state_dict()))
+    with torch.no_grad():
+        for p, m in dead.items():
+            p[m] = left['weight'] * torch.sign(p[m])
+            step.optimizer.state[p]['exp_avg'][m] = left['exp_avg']
+    decayed = copy.deepcopy((step.model.state_dict(), step.optimizer.state_dict()))
+    tiny = torch.finfo(torch.float32).tiny
+    out['subnormal_weights'] = sum(int(((p != 0) & (p.abs() < tiny)).sum()) for p in step.model.parameters())
+    modes = {'fresh': (fresh, nullcontext), 'subnormal': (decayed, nullcontext),
+             'subnormal, flushed': (decayed, flush_denormals)}
+    times: Dict[str, List[float]] = {k: [] for k in modes}
+    for r in range(args.rounds):
+        for name in (list(modes) if r % 2 == 0 else list(modes)[::-1]):
+            state, context = modes[name]
+            step.model.load_state_dict(state[0])
+            step.optimizer.load_state_dict(state[1])
+            with context():
+                synchronize(device)
+                t0 = time.perf_counter()
+                for _ in range(args.iters):
+                    step()
+                synchronize(device)
+            times[name].append((time.perf_counter() - t0) / args.iters)
+        log(f'  round {r + 1}/{args.rounds}: ' + ', '.join(f'{k} {v[-1] * 1e3:.0f} ms/step' for k, v in times.items()))
+    out['ms_per_step'] = {k: round(statistics.median(v) * 1e3, 1) for k, v in times.items()}
+    out['slowdown_vs_fresh'] = {k: round(median_ratio(v, times['fresh']), 3) for k, v in times.items()}
+    return out
 
 
 def memory_probe(row: str, args: argparse.Namespace, grad_checkpointing: bool) -> Dict[str, float]:
@@ -384,13 +452,26 @@ def to_markdown(report: Dict[str, Any]) -> str:
                          f"training step ({v['fastest_training_clips_per_s']} clips/s)")
             parts.append(line + f"; {v['workers_per_gpu']} workers per GPU to feed {v['gpu_clips_per_s']} clips/s")
         parts += [f"- GPU rate: {summary['basis']}."]
+    if 'subnormal' in report:
+        parts += ['', _subnormal_markdown(report['subnormal'])]
     return '\n'.join(parts)
+
+
+def _subnormal_markdown(sub: Dict[str, Any]) -> str:
+    head = (f"Weights without gradient: {sub['dead_weights']} of {sub['params']} in {sub['model']}; Adam leaves them "
+            f"at {sub['subnormal_weight']:.3g}")
+    if 'ms_per_step' not in sub:
+        return head + ': nothing subnormal to time.'
+    rows = [dict(state=k, ms=v, ratio=sub['slowdown_vs_fresh'][k]) for k, v in sub['ms_per_step'].items()]
+    return head + ' (first moment ' + f"{sub['subnormal_exp_avg']:.3g}):\n\n" + markdown_table(
+        rows, [('State', 'state'), ('ms/step', 'ms'), ('Time vs fresh', 'ratio')], text_keys=('state',))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip(),
                                 formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument('--sections', nargs='+', default=list(SECTIONS), choices=SECTIONS, help='default: all three')
+    p.add_argument('--sections', nargs='+', default=list(DEFAULT_SECTIONS), choices=SECTIONS,
+                   help='default: step memory loader')
     p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1, ... (default: cpu)')
     p.add_argument('--depth', default='resnet50', choices=('resnet18', 'resnet34', 'resnet50', 'resnet101'))
     p.add_argument('--models', nargs='+', default=list(ROWS), choices=list(ROWS), metavar='ROW',
@@ -445,6 +526,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if 'loader' in args.sections:
         report['loader'] = run_loader(args, report.get('step'), log)
         report['loader_summary'] = loader_summary(report['loader'], report.get('step'), args)
+    if 'subnormal' in args.sections:
+        report['subnormal'] = run_subnormal(args, device, log)
     report['wall_s'] = round(time.perf_counter() - t0, 1)
     emit(report, args.format, to_markdown, args.output)
     log(f'done in {report["wall_s"]:.0f} s')

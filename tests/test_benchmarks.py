@@ -162,6 +162,24 @@ def test_train_speed_step_and_loader():
     assert summary['keeps_up'] in (True, False)  # against this machine's training step
 
 
+def test_train_speed_subnormal_section():
+    """Frames so small that the last stage's 3x3 taps read only padding: those weights are found, Adam's decay puts
+    them in the subnormal floats, and the three states are timed (the figures are not asserted)."""
+    bench = _load_benchmark(TRAIN_SCRIPT)
+    args = bench.parse_args(['--depth', 'resnet18', '--img-size', '32', '16', '--batch-size', '4', '--rounds', '1',
+                             '--sections', 'subnormal'])
+    assert bench.parse_args([]).sections == ['step', 'memory', 'loader']  # timed only when asked for
+    sub = bench.run_subnormal(args, torch.device('cpu'), log=lambda msg: None)
+    assert sub['params'] > sub['dead_weights'] > sub['params'] // 2  # most of stage 4's 3x3 kernels at 1x1 maps
+    assert 0 < sub['subnormal_weight'] < torch.finfo(torch.float32).tiny
+    # the timed 'subnormal' state holds them, but for the zero-initialised temporal kernels that never moved
+    assert sub['dead_weights'] >= sub['subnormal_weights'] > sub['params'] // 2
+    assert set(sub['ms_per_step']) == {'fresh', 'subnormal', 'subnormal, flushed'}
+    assert sub['slowdown_vs_fresh']['fresh'] == 1.0
+    assert float((torch.tensor([1e-39]) * 1.5).item()) != 0  # the flushing ended with its block
+    assert '| subnormal, flushed |' in bench._subnormal_markdown(sub)
+
+
 @pytest.mark.skipif(not os.path.exists('/proc/self/clear_refs'), reason='the CPU memory probe reads Linux /proc')
 def test_train_speed_memory_probe():
     """The memory section's probe (each cell of the section runs it in a fresh process): two training steps' peak
