@@ -197,7 +197,8 @@ def run_subnormal(args: argparse.Namespace, device: torch.device, log) -> Dict[s
                subnormal_exp_avg=left['exp_avg'])
     log(f'{step.name}: {num_dead} of {num_params} weights get no gradient from the data; Adam leaves them at '
         f"{left['weight']:.3g} (first moment {left['exp_avg']:.3g})")
-    if not num_dead or left['weight'] >= torch.finfo(torch.float32).tiny:  # nothing subnormal to time
+    tiny = torch.finfo(torch.float32).tiny
+    if not num_dead or left['weight'] >= tiny:  # nothing subnormal to time
         return out
     fresh = copy.deepcopy((step.model.state_dict(), step.optimizer.state_dict()))
     with torch.no_grad():
@@ -205,7 +206,6 @@ def run_subnormal(args: argparse.Namespace, device: torch.device, log) -> Dict[s
             p[m] = left['weight'] * torch.sign(p[m])
             step.optimizer.state[p]['exp_avg'][m] = left['exp_avg']
     decayed = copy.deepcopy((step.model.state_dict(), step.optimizer.state_dict()))
-    tiny = torch.finfo(torch.float32).tiny
     out['subnormal_weights'] = sum(int(((p != 0) & (p.abs() < tiny)).sum()) for p in step.model.parameters())
     modes = {'fresh': (fresh, nullcontext), 'subnormal': (decayed, nullcontext),
              'subnormal, flushed': (decayed, flush_denormals)}
